@@ -1,0 +1,3 @@
+from csfgan.cli import main
+
+raise SystemExit(main())
