@@ -19,13 +19,15 @@ from typing import Any
 
 import yaml
 
+from csfgan.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 SCALES_DIR = EXPERIMENTS_DIR / "scales"
 VARIANTS_DIR = EXPERIMENTS_DIR / "variants"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or value is invalid; the message says where and what to do."""
 
 

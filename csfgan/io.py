@@ -1,0 +1,48 @@
+"""Atomic writers: a file (figure, table, JSON) is complete on disk, or absent."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_path(path: Path) -> tuple[Path, Callable[[], None]]:
+    """A temporary sibling of ``path`` (same suffix) and a function that moves it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+
+    def commit() -> None:
+        os.replace(tmp, path)
+
+    return Path(tmp), commit
+
+
+def save_figure(fig, path: Path, dpi: int = 200) -> None:
+    """Save a matplotlib figure to ``path`` (format from the suffix) atomically."""
+    tmp, commit = atomic_path(Path(path))
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        commit()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp, commit = atomic_path(Path(path))
+    try:
+        tmp.write_text(text)
+        commit()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as indented, key-sorted JSON atomically."""
+    import json
+
+    write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")
