@@ -44,7 +44,7 @@ class PreparedDataError(UserError, RuntimeError):
 def check_existing(out: Path, config: dict[str, Any]) -> bool:
     """True if ``out`` already holds this exact preparation; raise if it holds anything else."""
     out = Path(out)
-    if not out.exists():
+    if _absent(out):
         return False
     manifest = out / "manifest.json"
     if not manifest.is_file():
@@ -60,6 +60,11 @@ def check_existing(out: Path, config: dict[str, Any]) -> bool:
             f"delete {out} to prepare it again, or choose another --out"
         )
     return True
+
+
+def _absent(path: Path) -> bool:
+    # An empty directory holds nothing: workflow engines create output folders before a job runs.
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
 
 
 class SplitWriter:
@@ -148,7 +153,7 @@ class PreparedWriter:
         self.splits: dict[str, SplitWriter] = {}
         self.tmp: Path | None = None
 
-    def __enter__(self) -> "PreparedWriter":
+    def __enter__(self) -> PreparedWriter:
         parent = self.out.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +187,7 @@ class PreparedWriter:
             **manifest,
         }
         write_json(self.tmp / "manifest.json", body)
-        if self.out.exists():
+        if not _absent(self.out):
             raise PreparedDataError(f"{self.out} appeared while preparing; not overwriting it")
         os.replace(self.tmp, self.out)
         self.tmp = None

@@ -40,7 +40,7 @@ class Vocabulary:
             raise ValueError("vocabulary has duplicate words")
 
     @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = 1) -> "Vocabulary":
+    def build(cls, captions: Iterable[str], min_count: int = 1) -> Vocabulary:
         counts = Counter(t for c in captions for t in tokenize(c))
         kept = sorted(w for w, n in counts.items() if n >= min_count)
         return cls([PAD, UNK, *kept])
@@ -80,7 +80,7 @@ class Vocabulary:
         Path(path).write_text(json.dumps(self.words, indent=0))
 
     @classmethod
-    def load(cls, path: Path) -> "Vocabulary":
+    def load(cls, path: Path) -> Vocabulary:
         return cls(json.loads(Path(path).read_text()))
 
 
