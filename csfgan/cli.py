@@ -66,6 +66,72 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain_text(args: argparse.Namespace) -> int:
+    import torch
+
+    from csfgan.config import load_scale
+    from csfgan.damsm import pretrain_text
+
+    torch.set_num_threads(_threads(args.threads))
+    metrics = pretrain_text(Path(args.data), load_scale(args.scale), Path(args.out), seed=args.seed,
+                            workers=_threads(args.threads))
+    print(f"R-precision on the test split: {metrics['r_precision']:.3f} (chance {metrics['chance']:.3f})")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    import json
+
+    from csfgan.models.params import count_parameters, parameter_breakdown
+    from csfgan.models.text import TextEncoder
+    from csfgan.train import resolve_config
+
+    cfg, name = resolve_config(args.scale, args.variant, args.set)
+    breakdown = parameter_breakdown(cfg)
+    # Pretrained with DAMSM and frozen during GAN training, so outside "total".
+    breakdown["text_encoder (frozen)"] = count_parameters(TextEncoder(args.vocab_size, cfg.text))
+    if args.json:
+        print(json.dumps({"scale": cfg.name, "variant": name, "parameters": breakdown}, indent=2))
+        return 0
+    print(f"trainable parameters, scale {cfg.name}, variant {name}:")
+    for key, value in breakdown.items():
+        print(f"  {key:<32} {value:>14,d}  ({value / 1e6:.2f} M)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from csfgan.train import train
+
+    torch.set_num_threads(_threads(args.threads))
+    final = train(Path(args.data), Path(args.text_encoder), args.variant, args.scale, Path(args.out),
+                  seed=args.seed, overrides=args.set, device=args.device, steps=args.stop_at)
+    print(f"run in {args.out}" + (f"; final checkpoint {final}" if final.is_file() else " (stopped early)"))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from csfgan.evaluate import evaluate
+
+    torch.set_num_threads(_threads(args.threads))
+    m = evaluate(Path(args.run), Path(args.out) if args.out else None, device=args.device)
+    print(f"FID ({m['fid_features']} features) {m['fid']:.3f}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  "
+          f"R-precision {m['r_precision']:.3f}")
+    return 0
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from csfgan.inpaint import inpaint_file
+
+    inpaint_file(Path(args.checkpoint), Path(args.image), args.text, Path(args.output),
+                 mask=Path(args.mask) if args.mask else None, seed=args.seed, device=args.device)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="csfgan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -94,6 +160,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("pretrain-text", help="DAMSM pretraining of the BiLSTM text encoder", formatter_class=fmt)
+    p.add_argument("--data", required=True, help="prepared dataset directory")
+    p.add_argument("--scale", required=True)
+    p.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_pretrain_text)
+
+    p = sub.add_parser("params", help="trainable parameters with a per-module breakdown", formatter_class=fmt)
+    p.add_argument("--scale", required=True)
+    p.add_argument("--variant", default="full", help="variant name or YAML path")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--vocab-size", type=int, default=5450, help="text-encoder vocabulary (CUB: about 5,450 words)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("train", help="train (or resume) one variant", formatter_class=fmt)
+    p.add_argument("--data", required=True, help="prepared dataset directory")
+    p.add_argument("--text-encoder", required=True, help="checkpoint from `csfgan pretrain-text`")
+    p.add_argument("--variant", required=True, help="variant name or YAML path")
+    p.add_argument("--scale", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. loss.edge=0.1 (repeatable)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) at this step; resume later")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="inpaint the test split of a finished run and measure", formatter_class=fmt)
+    p.add_argument("--run", required=True, help="run directory holding final.pt")
+    p.add_argument("--out", help="metrics file (default RUN/metrics.json)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("inpaint", help="inpaint one image of any size from a text", formatter_class=fmt)
+    p.add_argument("--checkpoint", required=True, help="a run's final.pt")
+    p.add_argument("--image", required=True)
+    p.add_argument("--text", required=True)
+    p.add_argument("--mask", help="PNG, white = hole (default: the centre hole)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_inpaint)
     return parser
 
 

@@ -97,11 +97,19 @@ class InpaintingDataset(torch.utils.data.Dataset):
             "index": torch.from_numpy(idx),
         }
 
-    def _random_valid_captions(self, idx: np.ndarray) -> np.ndarray:
-        # torch's RNG so that DataLoader worker seeding (and torch.manual_seed) governs the draw.
+    def _random_valid_captions(self, idx: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+        # torch's RNG so that DataLoader worker seeding (or the trainer's generator) governs the draw.
         valid = self.split.lengths[idx] > 0
-        scores = torch.rand(valid.shape).numpy() * valid
+        scores = torch.rand(valid.shape, generator=generator).numpy() * valid
         return scores.argmax(axis=1)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A random training batch (images with replacement, one random non-empty caption each).
+
+        Everything random comes from ``generator``, so saving its state makes a run resumable.
+        """
+        idx = torch.randint(len(self), (batch_size,), generator=generator).numpy()
+        return self.batch(idx, self._random_valid_captions(idx, generator))
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.batch(np.array([i])).items()}

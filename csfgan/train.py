@@ -1,0 +1,370 @@
+"""GAN training of one CSF-GAN variant: alternating D and G steps (Section 3.4, Eq. 6-12).
+
+The run directory is the contract (after NVlabs/edm):
+
+    config.json            resolved scale + variant + seed + data and text-encoder provenance
+    provenance.json        package versions, git commit, host
+    stats.jsonl            one JSON line per logging step: every loss term, images/s
+    log.txt                human-readable progress
+    samples/step<N>.png    fixed test batch: masked input | output | real
+    checkpoints/state.pt   latest resumable training state (models, optimizers, RNG, step)
+    final.pt               self-describing generator checkpoint (weights, config, vocabulary, text encoder)
+
+A run resumes from ``checkpoints/state.pt``; on CPU the resumed run ends with the same weights as an
+uninterrupted one, because every random draw (batches, captions, noise, dropout) comes from RNG
+states saved in the checkpoint. A non-finite loss stops the run with an error before any optimizer
+step or checkpoint write, so the last checkpoint stays good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from csfgan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from csfgan.config import ScaleConfig, apply_variant, load_scale, load_variant, to_dict
+from csfgan.damsm import load_text_encoder
+from csfgan.data.dataset import InpaintingDataset
+from csfgan.data.prepared import PreparedData
+from csfgan.errors import UserError
+from csfgan.io import write_json
+from csfgan.losses import GeneratorLoss, discriminator_loss
+from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator
+from csfgan.models.generator import Generator
+from csfgan.models.text import padding_mask
+from csfgan.provenance import file_sha256, provenance
+
+GENERATOR_KIND = "csfgan-generator"
+STATE_KIND = "csfgan-training-state"
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything that defines a training run; its dict is ``config.json``."""
+
+    data: str
+    text_encoder: str
+    variant: str
+    scale: str
+    seed: int
+    overrides: list[str]
+    config: ScaleConfig
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["config"] = to_dict(self.config)
+        return out
+
+
+def parse_overrides(scale: ScaleConfig, overrides: list[str], where: str = "--set") -> ScaleConfig:
+    """Apply ``section.key=value`` overrides (YAML values), e.g. ``loss.edge=0.1`` for the λ_edge sweep."""
+    import yaml
+
+    from csfgan.config import ConfigError, from_dict
+
+    out = dataclasses.replace(scale)
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"{where} {item!r}: expected SECTION.KEY=VALUE, e.g. loss.edge=0.1")
+        dotted, raw = item.split("=", 1)
+        section, key = dotted.split(".", 1)
+        if section not in {f.name for f in dataclasses.fields(ScaleConfig)} or not dataclasses.is_dataclass(
+            getattr(out, section)
+        ):
+            raise ConfigError(f"{where} {item!r}: unknown section {section!r}")
+        sub = getattr(out, section)
+        setattr(out, section, from_dict(type(sub), {key: yaml.safe_load(raw)}, f"{where} {section}", sub))
+    out.validate(f"{where} {' '.join(overrides)}")
+    return out
+
+
+def resolve_config(scale: str, variant: str, overrides: list[str] | None = None) -> tuple[ScaleConfig, str]:
+    v = load_variant(variant)
+    cfg = apply_variant(load_scale(scale), v)
+    return parse_overrides(cfg, overrides or []), v.name
+
+
+class Models(nn.Module):
+    """The trainable networks of one variant (the frozen text encoder is kept apart)."""
+
+    def __init__(self, cfg: ScaleConfig):
+        super().__init__()
+        self.generator = Generator(cfg)
+        self.global_d = GlobalDiscriminator(cfg)
+        self.word_d = WordLevelDiscriminator(cfg) if cfg.model.word_level_discriminator else None
+
+    def discriminator_parameters(self):
+        yield from self.global_d.parameters()
+        if self.word_d is not None:
+            yield from self.word_d.parameters()
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed (torchrun) support: the same command runs on one process or several.
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return rank, world
+
+
+def _average_gradients(params, world: int) -> None:
+    # Explicit all-reduce instead of DistributedDataParallel: the G step runs the discriminators'
+    # forward inside the generator loss, which DDP's bucketed hooks handle poorly.
+    if world == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
+def _device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
+    return torch.device(requested)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _check_finite(values: dict[str, torch.Tensor], step: int, which: str) -> None:
+    bad = {k: float(v) for k, v in values.items() if not torch.isfinite(v).all()}
+    if bad:
+        raise TrainingDiverged(
+            f"step {step}: non-finite {which} loss terms {bad}; stopped before updating, the last good "
+            f"checkpoint is kept. Lower train.lr or enable gradient-friendly settings and resume."
+        )
+
+
+def _sample_grid(batch: dict[str, torch.Tensor], fake: torch.Tensor, path: Path) -> None:
+    from torchvision.utils import make_grid, save_image
+
+    from csfgan.io import atomic_path
+
+    real, mask = batch["image"], batch["mask"]
+    masked = real * (1 - mask) + mask * 0.0  # grey hole
+    rows = torch.cat([masked, fake, real], dim=0)
+    grid = make_grid(rows.clamp(-1, 1) * 0.5 + 0.5, nrow=len(real), padding=1)
+    tmp, commit = atomic_path(path)
+    save_image(grid, tmp, format="png")
+    commit()
+
+
+def train(
+    data: Path,
+    text_encoder: Path,
+    variant: str,
+    scale: str,
+    out: Path,
+    *,
+    seed: int = 0,
+    overrides: list[str] | None = None,
+    device: str = "auto",
+    steps: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) a run in ``out``; returns the path of ``final.pt``.
+
+    ``steps`` stops early at that step count (a checkpoint is written there), for interruption tests
+    and for splitting long jobs; the run resumes from it on the next call.
+    """
+    out = Path(out)
+    cfg, variant_name = resolve_config(scale, variant, overrides)
+    rank, world = _distributed()
+    dev = _device(device)
+    prepared = PreparedData(Path(data))
+    if prepared.resolution != cfg.resolution:
+        raise UserError(
+            f"{data} was prepared at {prepared.resolution} px but scale {cfg.name} trains at {cfg.resolution} px: "
+            f"prepare it with --scale {cfg.name}"
+        )
+    encoder, damsm_image, vocab, text_ckpt = load_text_encoder(Path(text_encoder), vocab=prepared.vocab,
+                                                                text_cfg=cfg.text)
+    encoder.to(dev).eval().requires_grad_(False)
+    damsm_image.to(dev).eval().requires_grad_(False)
+
+    run = Run(str(data), str(text_encoder), variant_name, cfg.name, seed, list(overrides or []), cfg)
+    record = run.to_json()
+    record["data_manifest"] = prepared.manifest
+    record["text_encoder_sha256"] = file_sha256(Path(text_encoder))
+    record["world_size"] = world
+
+    torch.manual_seed(seed * 1000 + rank)
+    models = Models(cfg).to(dev)
+    loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm_image.features).to(dev)
+    record["perceptual_source"] = loss_fn.perceptual.source if loss_fn.perceptual is not None else None
+    t = cfg.train
+    opt_g = torch.optim.Adam(models.generator.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+    opt_d = torch.optim.Adam(list(models.discriminator_parameters()), lr=t.lr, betas=(t.beta1, t.beta2))
+    batches = torch.Generator().manual_seed(seed * 1000 + rank)
+    train_set = InpaintingDataset(prepared, "train", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
+                                  seed=seed)
+    fixed = InpaintingDataset(prepared, "test", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
+                              captions="seeded", seed=cfg.eval.caption_seed).batch(torch.arange(8) % len(
+                                  prepared.split("test")))
+    fixed = {k: v.to(dev) for k, v in fixed.items()}
+
+    state_path = out / "checkpoints" / "state.pt"
+    step, elapsed = 0, 0.0
+    if state_path.is_file():
+        state = load_checkpoint(state_path, STATE_KIND)
+        if state["run"]["config"] != record["config"] or state["run"]["variant"] != variant_name:
+            raise CheckpointError(
+                f"{state_path} belongs to a run with another config; use another --out or delete {out}"
+            )
+        models.load_state_dict(state["models"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        batches.set_state(state["batch_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if dev.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        step, elapsed = state["step"], state["elapsed"]
+    elif (out / "final.pt").is_file():
+        raise CheckpointError(f"{out} already holds a finished run (final.pt); use another --out or delete it")
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "samples").mkdir(exist_ok=True)
+        write_json(out / "config.json", record)
+        write_json(out / "provenance.json", provenance())
+    total_steps = t.steps if steps is None else min(steps, t.steps)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if t.amp else contextlib.nullcontext()
+
+    def text_features(b: dict[str, torch.Tensor]):
+        with torch.no_grad():
+            words, sent = encoder(b["tokens"], b["length"])
+        return words, sent, padding_mask(b["tokens"])
+
+    def save_state() -> None:
+        if rank != 0:
+            return
+        save_checkpoint({
+            "kind": STATE_KIND, "run": record, "step": step, "elapsed": elapsed,
+            "models": models.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "batch_rng": batches.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
+        }, state_path)
+
+    stats_file = open(out / "stats.jsonl", "a") if rank == 0 else None  # noqa: SIM115 - closed below
+    log_file = open(out / "log.txt", "a") if rank == 0 else None  # noqa: SIM115
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {variant_name}", disable=not progress or rank != 0,
+               dynamic_ncols=True)
+    try:
+        models.train()
+        tick = time.perf_counter()
+        window_images = 0
+        while step < total_steps:
+            b = {k: v.to(dev, non_blocking=True) for k, v in train_set.sample(t.batch_size, batches).items()}
+            real, mask = b["image"], b["mask"]
+            words, sent, word_mask = text_features(b)
+
+            # One generator forward serves both steps: D sees it detached, G keeps its graph.
+            with amp:
+                _, fake, aux = models.generator(real, mask, sent, words, word_mask)
+
+            # D step (Eq. 11).
+            with amp:
+                fake_d = fake.detach()
+                real_word = fake_word = None
+                if models.word_d is not None:
+                    real_word = models.word_d(real, mask, words, word_mask)
+                    fake_word = models.word_d(fake_d, mask, words, word_mask)
+                loss_d = discriminator_loss(models.global_d(real), models.global_d(fake_d), real_word, fake_word)
+            _check_finite({"d": loss_d}, step, "discriminator")
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            _average_gradients(models.discriminator_parameters(), world)
+            opt_d.step()
+
+            # G step (Eq. 12) through the just-updated discriminators (alternating updates); their
+            # parameters are frozen meanwhile so this pass leaves no gradient in them.
+            for p in models.discriminator_parameters():
+                p.requires_grad_(False)
+            with amp:
+                loss_g, terms = loss_fn(real, fake, aux=aux, global_d=models.global_d, word_d=models.word_d,
+                                        mask=mask, words=words, word_mask=word_mask)
+            for p in models.discriminator_parameters():
+                p.requires_grad_(True)
+            _check_finite(terms, step, "generator")
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            _average_gradients(models.generator.parameters(), world)
+            opt_g.step()
+
+            step += 1
+            window_images += t.batch_size * world
+            bar.update(1)
+            if rank == 0 and (step % t.log_every == 0 or step == total_steps):
+                now = time.perf_counter()
+                elapsed += now - tick
+                row = {"step": step, "elapsed_s": round(elapsed, 3),
+                       "images_per_s": round(window_images / max(now - tick, 1e-9), 2),
+                       "loss_d": float(loss_d), **{f"loss_g/{k}": float(v) for k, v in terms.items()}}
+                stats_file.write(json.dumps(row) + "\n")
+                stats_file.flush()
+                log_file.write(f"step {step}/{t.steps} D {row['loss_d']:.4f} G {row['loss_g/total']:.4f} "
+                               f"{row['images_per_s']:.1f} img/s\n")
+                log_file.flush()
+                bar.set_postfix(D=f"{row['loss_d']:.3f}", G=f"{row['loss_g/total']:.3f}")
+                tick, window_images = time.perf_counter(), 0
+            if rank == 0 and (step % t.sample_every == 0 or step == total_steps):
+                models.generator.eval()
+                with torch.no_grad():
+                    fw, fs, fm = text_features(fixed)
+                    _, sample, _ = models.generator(fixed["image"], fixed["mask"], fs, fw, fm)
+                models.generator.train()
+                _sample_grid(fixed, sample.float(), out / "samples" / f"step{step:06d}.png")
+            if step % t.checkpoint_every == 0 or step == total_steps:
+                save_state()
+        bar.close()
+        if step >= t.steps and rank == 0:
+            save_checkpoint(generator_checkpoint(models.generator, record, step, elapsed, encoder, damsm_image,
+                                                 vocab, text_ckpt), out / "final.pt")
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.barrier()
+        if stats_file:
+            stats_file.close()
+        if log_file:
+            log_file.close()
+    return out / "final.pt"
+
+
+def generator_checkpoint(generator: Generator, record: dict, step: int, elapsed: float, encoder, damsm_image,
+                         vocab, text_ckpt: dict) -> dict[str, Any]:
+    """Everything ``csfgan evaluate`` and ``csfgan inpaint`` need, with no other file."""
+    return {
+        "kind": GENERATOR_KIND,
+        "generator": generator.state_dict(),
+        "run": record,
+        "step": step,
+        "train_seconds": elapsed,
+        "vocab": vocab.words,
+        "text_encoder": encoder.state_dict(),
+        "damsm_image_encoder": damsm_image.state_dict(),
+        "damsm_image_config": damsm_image.config(),
+        "text_metrics": text_ckpt.get("metrics"),
+        "provenance": provenance(),
+    }
