@@ -1,0 +1,353 @@
+"""The CSF-GAN losses (Section 3.4, Eq. 6-12) and the generator objective that combines them.
+
+Conventions:
+
+* ``real`` is the original image I, ``fake`` the inpainting result I' (the composite
+  ``I · (1 − M) + G · M``, as the paper defines I'), both in [−1, 1].
+* ``‖·‖₁`` is taken as the mean absolute error (per element), as common implementations do, so
+  the λ weights do not depend on the resolution.
+* Adversarial terms work on logits (global D) and log-probabilities (word-level D), in the
+  softplus / log1mexp forms that never take the log of a rounded probability. The generator's
+  adversarial terms keep the graph to the generator: nothing here detaches ``fake`` (the authors'
+  public code does, so its generator never receives adversarial gradient). Detaching the fake
+  batch for the discriminator step is the caller's job.
+* ``GeneratorLoss`` builds only the terms whose weight is > 0 (no VGG is built when λ_per = 0).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from csfgan.config import LossConfig, ScaleConfig
+from csfgan.errors import UserError
+from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator, log_one_minus_exp
+
+# A perceptual feature extractor: images in [-1, 1] (B, 3, H, W) -> a list of feature maps.
+FeatureExtractor = Callable[[Tensor], Sequence[Tensor]]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NO_FALLBACK = ("", "none")
+
+
+class PerceptualWeightsError(UserError):
+    """The perceptual loss has no network it may use; the message says what was tried."""
+
+
+def reconstruction_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """L_rec = ‖I − I'‖₁ (Eq. 6)."""
+    return F.l1_loss(fake, real)
+
+
+def total_variation_loss(image: Tensor) -> Tensor:
+    """L_tv: mean |difference| of every pixel with its neighbour above plus with its neighbour to the
+    left (Hong et al., 2019; the second part of the inpainting loss, Eq. 8)."""
+    above = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+    left = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
+    return above + left
+
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def sobel(image: Tensor) -> Tensor:
+    """Sobel gradients of every channel: (B, C, H, W) -> (B, 2C, H−2, W−2), [∂x of each channel, ∂y ...].
+
+    Per channel rather than on grayscale: a caption's colour can differ from its surroundings in hue
+    at equal luminance, and a grayscale edge map would not see that edge. Only interior pixels (a
+    complete 3×3 stencil) are used, so the image border creates no artificial edges.
+    """
+    c = image.shape[1]
+    kx = _SOBEL_X.to(image)
+    kernels = torch.stack([kx, kx.t()])[:, None].repeat(c, 1, 1, 1)  # (2C, 1, 3, 3): x, y per channel
+    grads = F.conv2d(image, kernels, groups=c)  # channel c -> outputs 2c (x), 2c + 1 (y)
+    return torch.cat([grads[:, 0::2], grads[:, 1::2]], dim=1)
+
+
+def edge_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """L_edge = ‖S(I) − S(I')‖₁ with S the Sobel operator (Eq. 9; the paper's operator, not the
+    Laplacian of the authors' code)."""
+    return F.l1_loss(sobel(fake), sobel(real))
+
+
+def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(μ, σ²) ‖ N(0, I)) of conditioning augmentation, averaged over elements as in
+    StackGAN/AttnGAN (whose weight, 1, is ``LossConfig.kl``)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
+
+
+def generator_gan_loss(fake_logits: Tensor, fake_word_log_prob: Tensor | None = None) -> Tensor:
+    """L_G = −E[log D(I') + log D(I', w)] (Eq. 10), the D(I', w) term only when it is given.
+
+    ``fake_logits`` are the global discriminator's logits, so −log D = softplus(−logit);
+    ``fake_word_log_prob`` is log D(I', w) from the word-level discriminator.
+    """
+    loss = F.softplus(-fake_logits).mean()
+    if fake_word_log_prob is not None:
+        loss = loss - fake_word_log_prob.mean()
+    return loss
+
+
+def discriminator_loss(
+    real_logits: Tensor,
+    fake_logits: Tensor,
+    real_word_log_prob: Tensor | None = None,
+    fake_word_log_prob: Tensor | None = None,
+) -> Tensor:
+    """L_D = −E[log D(I) + log D(I, w)] − E[log(1 − D(I')) + log(1 − D(I', w))] (Eq. 11).
+
+    Eq. 11 as printed adds ``+E[log(1 − D(I'))]``; minimising that would push D(I') towards 1, so
+    the sign is a typo: we minimise the standard cross-entropy. The word terms are used when both
+    are given.
+    """
+    loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    if (real_word_log_prob is None) != (fake_word_log_prob is None):
+        raise ValueError("discriminator_loss: give both word-level log-probabilities (real and fake) or neither")
+    if real_word_log_prob is not None:
+        loss = loss - real_word_log_prob.mean() - log_one_minus_exp(fake_word_log_prob).mean()
+    return loss
+
+
+# --------------------------------------------------------------------------------------------
+# Perceptual loss (Eq. 7)
+
+
+def _vgg16_layer_names() -> list[str]:
+    """Names of ``torchvision.models.vgg16().features`` entries: conv1_1, relu1_1, ..., pool5."""
+    names, block, conv = [], 1, 0
+    for v in torchvision.models.vgg.cfgs["D"]:
+        if v == "M":
+            names.append(f"pool{block}")
+            block, conv = block + 1, 0
+        else:
+            conv += 1
+            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
+    return names
+
+
+def imagenet_vgg16_cache_path() -> Path:
+    """Where torchvision keeps VGG16_Weights.IMAGENET1K_V1 in the torch hub cache."""
+    url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _load_state_dict(path: Path) -> dict:
+    """A state_dict from ``path`` (tensors only: ``weights_only``, so loading runs no pickled code)."""
+    try:
+        try:  # mmap: the classifier's ~470 MB in a full VGG16 file are never read
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # files in the legacy (non-zip) format cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path}: cannot be read as a PyTorch state_dict ({exc})") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: expected a state_dict, got {type(state).__name__}")
+    return state
+
+
+class VGG16Features(nn.Module):
+    """Frozen ``vgg16().features`` up to the deepest requested layer, returning those layers' outputs.
+
+    Inputs are in [−1, 1]; they are mapped to [0, 1] and ImageNet-normalised as VGG was trained.
+    """
+
+    def __init__(self, layers: Sequence[str], weights_path: Path):
+        super().__init__()
+        names = _vgg16_layer_names()
+        unknown = [name for name in layers if name not in names]
+        if unknown or not layers:
+            raise UserError(
+                f"loss.perceptual_layers: unknown VGG16 layer(s) {unknown or layers}; valid: {', '.join(names)}"
+            )
+        self.indices = sorted(names.index(name) for name in layers)
+        features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])[: self.indices[-1] + 1]
+        for i, m in enumerate(features):
+            if isinstance(m, nn.ReLU):
+                features[i] = nn.ReLU(inplace=False)  # the outputs we keep must not be overwritten
+        state = _load_state_dict(weights_path)
+        wanted = {k: state.get(f"features.{k}") for k in features.state_dict()}
+        missing = [k for k, v in wanted.items() if v is None]
+        if missing:
+            raise UserError(
+                f"{weights_path}: not a torchvision VGG16 state_dict (missing features.{missing[0]} and "
+                f"{len(missing) - 1} more); save one with torch.save(torchvision.models.vgg16().state_dict(), path)"
+            )
+        features.load_state_dict(wanted)
+        self.features = features.requires_grad_(False)  # no dropout/BN in VGG features: mode-free
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: Tensor) -> list[Tensor]:
+        x = ((image + 1) / 2 - self.mean) / self.std
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.indices:
+                out.append(x)
+        return out
+
+
+class PerceptualLoss(nn.Module):
+    """L_per = Σ_{j∈J} ‖φ_j(I) − φ_j(I')‖₁ (Eq. 7).
+
+    φ is VGG16 (``loss.perceptual_network: vgg16``) with weights from, in order:
+    ``loss.perceptual_weights_path`` (which must then load: a path given and broken is an error), or
+    torchvision's ImageNet file in the torch hub cache. Nothing is ever downloaded. When neither
+    exists, the network named by ``loss.perceptual_fallback`` is used, and it must be passed in as
+    ``fallback`` (a ``FeatureExtractor``, e.g. the pretrained DAMSM image encoder; it receives
+    [−1, 1] images and must be frozen by the caller). Setting ``perceptual_network`` to the fallback's
+    name uses it even where VGG16 is available, for runs comparable across machines.
+
+    ``.source`` records what was used: ``vgg16-imagenet:<cache file>``, ``vgg16:<user file>`` or the
+    fallback's name; runs and tables must report it.
+    """
+
+    def __init__(self, cfg: LossConfig, fallback: FeatureExtractor | None = None):
+        super().__init__()
+        # Set with object.__setattr__ so an nn.Module fallback is not registered as a submodule: it
+        # stays out of this loss's parameters and state_dict; the caller owns (and freezes) it.
+        object.__setattr__(self, "_fallback", None)
+        self.vgg: VGG16Features | None = None
+        fallback_name = (cfg.perceptual_fallback or "").strip()
+        has_fallback_name = fallback_name.lower() not in NO_FALLBACK
+
+        if cfg.perceptual_network == "vgg16":
+            if cfg.perceptual_weights_path:
+                path = Path(cfg.perceptual_weights_path).expanduser()
+                if not path.is_file():
+                    raise PerceptualWeightsError(f"loss.perceptual_weights_path: no such file {path}")
+                self.vgg, self.source = VGG16Features(cfg.perceptual_layers, path), f"vgg16:{path}"
+                return
+            cached = imagenet_vgg16_cache_path()
+            if cached.is_file():
+                self.vgg, self.source = VGG16Features(cfg.perceptual_layers, cached), f"vgg16-imagenet:{cached}"
+                return
+            tried = f"no VGG16 weights: loss.perceptual_weights_path is unset and {cached} does not exist"
+        elif has_fallback_name and cfg.perceptual_network == fallback_name:
+            tried = f"loss.perceptual_network is {fallback_name!r}"
+        else:
+            raise PerceptualWeightsError(
+                f"loss.perceptual_network {cfg.perceptual_network!r} is unknown: use 'vgg16' or the "
+                f"name of loss.perceptual_fallback ({fallback_name!r})"
+            )
+
+        if not has_fallback_name:
+            raise PerceptualWeightsError(
+                f"perceptual loss: {tried}, and loss.perceptual_fallback names no fallback network. Put the "
+                f"torchvision VGG16 ImageNet file at {imagenet_vgg16_cache_path()}, set "
+                "loss.perceptual_weights_path, name a fallback, or set loss.per: 0"
+            )
+        if fallback is None:
+            raise PerceptualWeightsError(
+                f"perceptual loss: {tried}; loss.perceptual_fallback is {fallback_name!r} but no such network "
+                "was passed to PerceptualLoss(fallback=...)"
+            )
+        object.__setattr__(self, "_fallback", fallback)
+        self.source = fallback_name
+
+    def features(self, image: Tensor) -> Sequence[Tensor]:
+        return self.vgg(image) if self.vgg is not None else self._fallback(image)
+
+    def forward(self, real: Tensor, fake: Tensor) -> Tensor:
+        with torch.no_grad():
+            targets = [t.detach() for t in self.features(real)]
+        return sum(F.l1_loss(f, t) for f, t in zip(self.features(fake), targets, strict=True))
+
+
+# --------------------------------------------------------------------------------------------
+# The generator objective (Eq. 12)
+
+
+class GeneratorLoss(nn.Module):
+    """λ_rec L_rec + λ_per L_per + λ_tv L_tv + λ_edge L_edge + λ_G L_G + λ_kl KL (Eq. 12 + the CA KL term).
+
+    Only terms with weight > 0 are built and computed; the KL term also needs sentence fusion (the
+    conditioning augmentation lives there) and the D(I', w) part of L_G the word-level discriminator
+    (``model.word_level_discriminator``). ``terms`` lists what was built.
+    """
+
+    def __init__(self, cfg: ScaleConfig, perceptual_fallback: FeatureExtractor | None = None):
+        super().__init__()
+        lc = cfg.loss
+        self.weights = {
+            name: w
+            for name, w in (
+                ("rec", lc.rec),
+                ("per", lc.per),
+                ("tv", lc.tv),
+                ("edge", lc.edge),
+                ("gan", lc.gan),
+                ("kl", lc.kl if cfg.model.sentence_fusion_layers else 0.0),
+            )
+            if w > 0
+        }
+        self.terms = tuple(self.weights)
+        self.word_level = "gan" in self.weights and cfg.model.word_level_discriminator
+        self.perceptual = PerceptualLoss(lc, perceptual_fallback) if "per" in self.weights else None
+
+    def forward(
+        self,
+        real: Tensor,
+        fake: Tensor,
+        *,
+        aux: dict | None = None,
+        global_d: GlobalDiscriminator | None = None,
+        word_d: WordLevelDiscriminator | None = None,
+        mask: Tensor | None = None,
+        words: Tensor | None = None,
+        word_mask: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``real`` I and ``fake`` I' (the composite, with its graph to the generator).
+
+        ``aux`` is the generator's aux output (for KL); ``global_d`` / ``word_d`` are the current
+        discriminators (for L_G), ``mask``, ``words``, ``word_mask`` what D(I', w) needs. Returns the
+        weighted total and the unweighted value of every built term (detached, for logging), with
+        ``gan_global`` / ``gan_word`` splitting ``gan``.
+        """
+        values: dict[str, Tensor] = {}
+        if "rec" in self.weights:
+            values["rec"] = reconstruction_loss(real, fake)
+        if "per" in self.weights:
+            values["per"] = self.perceptual(real, fake)
+        if "tv" in self.weights:
+            values["tv"] = total_variation_loss(fake)
+        if "edge" in self.weights:
+            values["edge"] = edge_loss(real, fake)
+        if "gan" in self.weights:
+            if global_d is None:
+                raise ValueError("GeneratorLoss: loss.gan > 0 needs global_d")
+            logits = global_d(fake)
+            word_log_prob = None
+            if self.word_level:
+                if word_d is None or mask is None or words is None or word_mask is None:
+                    raise ValueError(
+                        "GeneratorLoss: the word-level discriminator needs word_d, mask, words and word_mask"
+                    )
+                word_log_prob = word_d(fake, mask, words, word_mask)
+            values["gan"] = generator_gan_loss(logits, word_log_prob)
+            extra = {"gan_global": F.softplus(-logits).mean().detach()}
+            if word_log_prob is not None:
+                extra["gan_word"] = -word_log_prob.mean().detach()
+        if "kl" in self.weights:
+            if not aux or not aux.get("ca_mu"):
+                raise ValueError(
+                    "GeneratorLoss: loss.kl > 0 with sentence fusion needs the generator's aux (ca_mu, ca_logvar)"
+                )
+            kls = [kl_divergence(mu, lv) for mu, lv in zip(aux["ca_mu"], aux["ca_logvar"], strict=True)]
+            values["kl"] = torch.stack(kls).mean()  # mean over fusion layers: λ_kl keeps one meaning
+
+        total = sum((self.weights[name] * value for name, value in values.items()), real.new_zeros(()))
+        logged = {name: value.detach() for name, value in values.items()}
+        if "gan" in values:
+            logged.update(extra)
+        logged["total"] = total.detach()
+        return total, logged
