@@ -7,7 +7,7 @@ rule prepare_synthetic:
         "logs/prepare/{dataset}.log",
     benchmark:
         "benchmarks/prepare/{dataset}.tsv"
-    threads: 2
+    threads: THREADS["prepare"]
     resources:
         mem_mb=4000,
         runtime=30,
@@ -18,6 +18,55 @@ rule prepare_synthetic:
     shell:
         "{CSFGAN} prepare --dataset {wildcards.dataset} --scale {SCALE} --out {params.out} "
         "--workers {threads} > {log} 2>&1"
+
+
+rule download:
+    output:
+        "data/downloads/{dataset}.done",
+    wildcard_constraints:
+        dataset="cub|oxford102",
+    log:
+        "logs/download/{dataset}.log",
+    benchmark:
+        "benchmarks/download/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=240,
+    conda:
+        ENV
+    params:
+        out=config.get("real_data", {}).get("downloads", "data/downloads"),
+        urls=" ".join(f"--url {k}={v}" for k, v in config.get("real_data", {}).get("urls", {}).items()),
+    shell:
+        "{CSFGAN} download --dataset {wildcards.dataset} --out {params.out} {params.urls} > {log} 2>&1 "
+        "&& touch {output}"
+
+
+rule prepare_real:
+    input:
+        "data/downloads/{dataset}.done",
+    output:
+        "data/prepared/{dataset}/manifest.json",
+    wildcard_constraints:
+        dataset="cub|oxford102",
+    log:
+        "logs/prepare/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare/{dataset}.tsv"
+    threads: THREADS["prepare"]
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        ENV
+    params:
+        out=lambda wc: f"data/prepared/{wc.dataset}",
+        downloads=config.get("real_data", {}).get("downloads", "data/downloads"),
+        captions=lambda wc: config.get("real_data", {}).get("captions_archive", {}).get(wc.dataset, ""),
+    shell:
+        "{CSFGAN} prepare --dataset {wildcards.dataset} --scale {SCALE} --out {params.out} "
+        "--downloads {params.downloads} --captions-archive '{params.captions}' --workers {threads} > {log} 2>&1"
 
 
 rule preview:

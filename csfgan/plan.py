@@ -1,0 +1,132 @@
+"""Which runs a workflow config asks for: the one place that turns tables.yaml into training jobs.
+
+A run is named by its variant, plus ``--SECTION.KEY=VALUE`` for a sweep point, e.g.
+``full--loss.edge=0.1``; its directory is ``results/runs/<dataset>/<name>/seed<k>``. A sweep point
+equal to the variant's own value is the variant's run itself (λ_edge = 0.5 *is* the full model), so
+it is trained once. The Snakefile calls :func:`plan` at parse time, so a table naming a missing
+variant or a bad sweep fails before any job runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from csfgan.config import ConfigError, ScaleConfig, apply_variant, load_scale, load_variant, read_yaml
+
+TABLES = ("table1", "table2", "table3", "table4")
+SWEEP_SEP = "--"
+
+
+@dataclass(frozen=True)
+class RunId:
+    dataset: str
+    name: str
+    seed: int
+
+    @property
+    def path(self) -> str:
+        return f"results/runs/{self.dataset}/{self.name}/seed{self.seed}"
+
+
+def split_run_name(name: str) -> tuple[str, list[str]]:
+    """``full--loss.edge=0.1`` -> ("full", ["loss.edge=0.1"])."""
+    variant, *overrides = name.split(SWEEP_SEP)
+    return variant, overrides
+
+
+def _format_value(value: Any) -> str:
+    return repr(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _current_value(cfg: ScaleConfig, dotted: str) -> Any:
+    section, key = dotted.split(".", 1)
+    return getattr(getattr(cfg, section), key)
+
+
+@dataclass
+class Plan:
+    scale: ScaleConfig
+    datasets: list[str]
+    seeds: list[int]
+    tables: dict[str, dict[str, Any]]
+    # table -> dataset -> row label -> run name
+    rows: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+
+    def runs(self, table: str | None = None) -> list[RunId]:
+        names = {
+            (dataset, name)
+            for t, per_dataset in self.rows.items()
+            if table is None or t == table
+            for dataset, rows in per_dataset.items()
+            for name in rows.values()
+        }
+        return [RunId(d, n, s) for d, n in sorted(names) for s in self.seeds]
+
+    def variants(self) -> list[str]:
+        return sorted({split_run_name(r.name)[0] for r in self.runs()})
+
+
+def plan(config: dict[str, Any], root: Path | str = ".") -> Plan:
+    root = Path(root)
+    scale = load_scale(config["scale"])
+    tables_path = root / config.get("tables", "experiments/tables.yaml")
+    tables = read_yaml(tables_path)
+    unknown = set(tables) - set(TABLES)
+    if unknown:
+        raise ConfigError(f"{tables_path}: unknown table(s) {sorted(unknown)}; known: {', '.join(TABLES)}")
+    out = Plan(scale, list(config["datasets"]), list(config.get("seeds", [0])), tables)
+    for table in TABLES:
+        spec = tables.get(table)
+        if spec is None:
+            raise ConfigError(f"{tables_path}: {table} is missing")
+        where = f"{tables_path}: {table}"
+        if table == "table4":
+            out.rows[table] = _sweep_rows(spec, scale, out.datasets, where)
+        else:
+            variants = spec.get("variants")
+            if not variants or not isinstance(variants, list):
+                raise ConfigError(f"{where}: needs a non-empty list `variants`")
+            for v in variants:
+                _load(v, where)
+            out.rows[table] = {d: {v: v for v in variants} for d in out.datasets}
+    return out
+
+
+def _load(variant: str, where: str):
+    try:
+        return load_variant(variant)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _sweep_rows(spec: dict[str, Any], scale: ScaleConfig, datasets: list[str], where: str) -> dict:
+    for key in ("variant", "parameter", "values"):
+        if key not in spec:
+            raise ConfigError(f"{where}: a sweep needs `{key}`")
+    base = apply_variant(scale, _load(spec["variant"], where))
+    dotted = spec["parameter"]
+    if "." not in dotted or dotted.split(".", 1)[0] not in {f.name for f in dataclasses.fields(ScaleConfig)}:
+        raise ConfigError(f"{where}: parameter {dotted!r} must be SECTION.KEY, e.g. loss.edge")
+    try:
+        current = _current_value(base, dotted)
+    except AttributeError:
+        raise ConfigError(f"{where}: unknown parameter {dotted!r}") from None
+    rows = {}
+    from csfgan.train import parse_overrides
+
+    for value in spec["values"]:
+        item = f"{dotted}={_format_value(value)}"
+        parse_overrides(base, [item], where)  # validates type and range (e.g. a negative λ)
+        same = isinstance(value, (int, float)) and float(value) == float(current) or value == current
+        rows[_format_value(value)] = spec["variant"] if same else f"{spec['variant']}{SWEEP_SEP}{item}"
+    chosen = spec.get("datasets", "first")
+    if chosen == "first":
+        chosen = datasets[:1]
+    elif chosen == "all":
+        chosen = datasets
+    elif not isinstance(chosen, list) or not set(chosen) <= set(datasets):
+        raise ConfigError(f"{where}: datasets must be 'first', 'all' or a list of the config's datasets {datasets}")
+    return {d: dict(rows) for d in chosen}

@@ -1,0 +1,20 @@
+rule evaluate:
+    input:
+        "results/runs/{dataset}/{run}/seed{seed}/final.pt",
+    output:
+        "results/runs/{dataset}/{run}/seed{seed}/metrics.json",
+    log:
+        "logs/evaluate/{dataset}/{run}/seed{seed}.log",
+    benchmark:
+        "benchmarks/evaluate/{dataset}/{run}/seed{seed}.tsv"
+    threads: THREADS["evaluate"]
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=GPUS,
+    conda:
+        ENV
+    params:
+        run=lambda wc: f"results/runs/{wc.dataset}/{wc.run}/seed{wc.seed}",
+    shell:
+        "{CSFGAN} evaluate --run {params.run} --out {output} --device {DEVICE} --threads {threads} > {log} 2>&1"
