@@ -321,7 +321,7 @@ def train(
                 elapsed += now - tick
                 row = {"step": step, "elapsed_s": round(elapsed, 3),
                        "images_per_s": round(window_images / max(now - tick, 1e-9), 2),
-                       "loss_d": float(loss_d), **{f"loss_g/{k}": float(v) for k, v in terms.items()}}
+                       "loss_d": float(loss_d.detach()), **{f"loss_g/{k}": float(v) for k, v in terms.items()}}
                 stats_file.write(json.dumps(row) + "\n")
                 stats_file.flush()
                 log_file.write(f"step {step}/{t.steps} D {row['loss_d']:.4f} G {row['loss_g/total']:.4f} "
@@ -330,8 +330,11 @@ def train(
                 bar.set_postfix(D=f"{row['loss_d']:.3f}", G=f"{row['loss_g/total']:.3f}")
                 tick, window_images = time.perf_counter(), 0
             if rank == 0 and (step % t.sample_every == 0 or step == total_steps):
+                # A private RNG stream: samples must not shift the training draws, or a run
+                # stopped and resumed at a sampling step would diverge from an uninterrupted one.
                 models.generator.eval()
-                with torch.no_grad():
+                with torch.no_grad(), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                    torch.manual_seed(seed)
                     fw, fs, fm = text_features(fixed)
                     _, sample, _ = models.generator(fixed["image"], fixed["mask"], fs, fw, fm)
                 models.generator.train()

@@ -13,3 +13,19 @@ def tiny_prepared(tmp_path):
     from tests.helpers import write_tiny_prepared
 
     return write_tiny_prepared(tmp_path / "tiny")
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory):
+    """synth-birds prepared at the smoke scale and a DAMSM text encoder pretrained on it (seconds)."""
+    from csfgan.config import load_scale
+    from csfgan.damsm import pretrain_text
+    from csfgan.data.synthetic import prepare_synthetic
+
+    root = tmp_path_factory.mktemp("smoke")
+    scale = load_scale("smoke")
+    data = root / "synth-birds"
+    prepare_synthetic("synth-birds", data, scale, workers=1)
+    encoder = root / "text_encoder.pt"
+    pretrain_text(data, scale, encoder, seed=0, workers=1)
+    return {"root": root, "data": data, "text_encoder": encoder}
