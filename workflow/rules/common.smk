@@ -1,5 +1,6 @@
 # Shared names and input functions. Rules run the csfgan package from this checkout, so they work
 # the same with and without --use-conda (the conda env holds the dependencies, not csfgan itself).
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -13,6 +14,7 @@ DATASETS = config["datasets"]
 SYNTHETIC = [d for d in DATASETS if d.startswith("synth-")]
 REAL = [d for d in DATASETS if not d.startswith("synth-")]
 THREADS = config["threads"]
+DOWNLOADS = config.get("real_data", {}).get("downloads", "data/downloads")
 DEVICE = config["device"]
 GPUS = config["gpus_per_job"]
 PLAN = plan(config, workflow.basedir)

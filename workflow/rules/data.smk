@@ -14,15 +14,17 @@ rule prepare_synthetic:
     conda:
         ENV
     params:
+        csfgan=CSFGAN,
+        scale=SCALE,
         out=lambda wc: f"data/prepared/{wc.dataset}",
     shell:
-        "{CSFGAN} prepare --dataset {wildcards.dataset} --scale {SCALE} --out {params.out} "
+        "{params.csfgan} prepare --dataset {wildcards.dataset} --scale {params.scale} --out {params.out} "
         "--workers {threads} > {log} 2>&1"
 
 
 rule download:
     output:
-        "data/downloads/{dataset}.done",
+        f"{DOWNLOADS}/{{dataset}}.done",
     wildcard_constraints:
         dataset="cub|oxford102",
     log:
@@ -36,16 +38,17 @@ rule download:
     conda:
         ENV
     params:
-        out=config.get("real_data", {}).get("downloads", "data/downloads"),
+        csfgan=CSFGAN,
+        out=lambda wc, output: os.path.dirname(output[0]),
         urls=" ".join(f"--url {k}={v}" for k, v in config.get("real_data", {}).get("urls", {}).items()),
     shell:
-        "{CSFGAN} download --dataset {wildcards.dataset} --out {params.out} {params.urls} > {log} 2>&1 "
+        "{params.csfgan} download --dataset {wildcards.dataset} --out {params.out} {params.urls} > {log} 2>&1 "
         "&& touch {output}"
 
 
 rule prepare_real:
     input:
-        "data/downloads/{dataset}.done",
+        f"{DOWNLOADS}/{{dataset}}.done",
     output:
         "data/prepared/{dataset}/manifest.json",
     wildcard_constraints:
@@ -61,11 +64,13 @@ rule prepare_real:
     conda:
         ENV
     params:
+        csfgan=CSFGAN,
+        scale=SCALE,
         out=lambda wc: f"data/prepared/{wc.dataset}",
-        downloads=config.get("real_data", {}).get("downloads", "data/downloads"),
+        downloads=lambda wc, input: os.path.dirname(input[0]),
         captions=lambda wc: config.get("real_data", {}).get("captions_archive", {}).get(wc.dataset, ""),
     shell:
-        "{CSFGAN} prepare --dataset {wildcards.dataset} --scale {SCALE} --out {params.out} "
+        "{params.csfgan} prepare --dataset {wildcards.dataset} --scale {params.scale} --out {params.out} "
         "--downloads {params.downloads} --captions-archive '{params.captions}' --workers {threads} > {log} 2>&1"
 
 
@@ -85,6 +90,7 @@ rule preview:
     conda:
         ENV
     params:
+        csfgan=CSFGAN,
         data=lambda wc: f"data/prepared/{wc.dataset}",
     shell:
-        "{CSFGAN} preview --data {params.data} -o {output} > {log} 2>&1"
+        "{params.csfgan} preview --data {params.data} -o {output} > {log} 2>&1"

@@ -15,6 +15,8 @@ rule evaluate:
     conda:
         ENV
     params:
+        csfgan=CSFGAN,
+        device=DEVICE,
         run=lambda wc: f"results/runs/{wc.dataset}/{wc.run}/seed{wc.seed}",
     shell:
-        "{CSFGAN} evaluate --run {params.run} --out {output} --device {DEVICE} --threads {threads} > {log} 2>&1"
+        "{params.csfgan} evaluate --run {params.run} --out {output} --device {params.device} --threads {threads} > {log} 2>&1"

@@ -19,9 +19,10 @@ rule tables:
     conda:
         ENV
     params:
+        csfgan=CSFGAN,
         configfile=workflow.configfiles[-1] if workflow.configfiles else "experiments/config.yaml",
     shell:
-        "{CSFGAN} tables --config {params.configfile} --out results/tables > {log} 2>&1"
+        "{params.csfgan} tables --config {params.configfile} --out results/tables > {log} 2>&1"
 
 
 rule figures:
@@ -45,9 +46,10 @@ rule figures:
     conda:
         ENV
     params:
+        csfgan=CSFGAN,
         configfile=workflow.configfiles[-1] if workflow.configfiles else "experiments/config.yaml",
     shell:
-        "{CSFGAN} figures --config {params.configfile} --dataset {wildcards.dataset} --out results/figures "
+        "{params.csfgan} figures --config {params.configfile} --dataset {wildcards.dataset} --out results/figures "
         "--threads {threads} > {log} 2>&1"
 
 
@@ -71,6 +73,7 @@ rule training_curves:
     conda:
         ENV
     params:
+        csfgan=CSFGAN,
         configfile=workflow.configfiles[-1] if workflow.configfiles else "experiments/config.yaml",
     shell:
-        "{CSFGAN} curves --config {params.configfile} --out results/figures > {log} 2>&1"
+        "{params.csfgan} curves --config {params.configfile} --out results/figures > {log} 2>&1"

@@ -2,8 +2,8 @@ rule pretrain_text:
     input:
         "data/prepared/{dataset}/manifest.json",
     output:
-        "results/text_encoder/{dataset}.pt",
-        "results/text_encoder/{dataset}.metrics.json",
+        checkpoint="results/text_encoder/{dataset}.pt",
+        metrics="results/text_encoder/{dataset}.metrics.json",
     log:
         "logs/pretrain_text/{dataset}.log",
     benchmark:
@@ -16,7 +16,9 @@ rule pretrain_text:
     conda:
         ENV
     params:
+        csfgan=CSFGAN,
+        scale=SCALE,
         data=lambda wc: f"data/prepared/{wc.dataset}",
     shell:
-        "{CSFGAN} pretrain-text --data {params.data} --scale {SCALE} --out {output[0]} "
+        "{params.csfgan} pretrain-text --data {params.data} --scale {params.scale} --out {output.checkpoint} "
         "--threads {threads} > {log} 2>&1"

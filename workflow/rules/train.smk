@@ -17,10 +17,13 @@ rule train:
     conda:
         ENV
     params:
+        csfgan=CSFGAN,
+        scale=SCALE,
+        device=DEVICE,
         data=lambda wc: f"data/prepared/{wc.dataset}",
         out=lambda wc: f"results/runs/{wc.dataset}/{wc.run}/seed{wc.seed}",
         overrides=run_overrides,
     shell:
-        "{CSFGAN} train --data {params.data} --text-encoder {input.text_encoder} --variant {input.variant} "
-        "--scale {SCALE} --seed {wildcards.seed} --out {params.out} {params.overrides} --device {DEVICE} "
+        "{params.csfgan} train --data {params.data} --text-encoder {input.text_encoder} --variant {input.variant} "
+        "--scale {params.scale} --seed {wildcards.seed} --out {params.out} {params.overrides} --device {params.device} "
         "--threads {threads} > {log} 2>&1"
