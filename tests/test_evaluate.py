@@ -1,0 +1,105 @@
+"""Evaluation of a finished run, and inpainting a user's image, with their bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from csfgan.checkpoint import CheckpointError
+from csfgan.data.text import CaptionError
+from csfgan.errors import UserError
+from csfgan.evaluate import evaluate
+from csfgan.inpaint import inpaint_file
+from csfgan.metrics.attributes import caption_colours
+from csfgan.train import train
+
+
+@pytest.fixture(scope="module")
+def finished_run(smoke_pipeline, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "full"
+    train(smoke_pipeline["data"], smoke_pipeline["text_encoder"], "full", "smoke", run, progress=False)
+    return run
+
+
+def test_evaluate_writes_metrics_images_and_captions(finished_run):
+    m = evaluate(finished_run, progress=False)
+    on_disk = json.loads((finished_run / "metrics.json").read_text())
+    assert on_disk["fid"] == pytest.approx(m["fid"])
+    for key in ("fid", "kid_mean", "psnr", "ssim", "psnr_hole", "ssim_hole", "r_precision",
+                "attribute_accuracy", "counterfactual_accuracy"):
+        assert np.isfinite(m[key]), key
+    assert m["fid_features"] == "damsm-image-encoder"  # no Inception weights here: named, not hidden
+    assert m["test_images"] == 100 and m["step"] == 4
+    assert 0 <= m["attribute_accuracy"] <= 1 and m["attribute_mentions"] > 0
+    images = sorted((finished_run / "eval" / "images").glob("*.png"))
+    assert len(images) == 100 and Image.open(images[0]).size == (32, 32)
+    captions = json.loads((finished_run / "eval" / "captions.json").read_text())
+    assert len(captions) == 100 and all(c["caption"] for c in captions)
+    again = evaluate(finished_run, progress=False, save_images=False)
+    assert again["fid"] == pytest.approx(m["fid"]) and again["psnr"] == m["psnr"]  # seeded: reproducible
+
+
+def test_failed_evaluate_keeps_earlier_results(finished_run, monkeypatch):
+    evaluate(finished_run, progress=False)
+    before = (finished_run / "metrics.json").read_bytes()
+    first_image = (finished_run / "eval" / "images" / "00000.png").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("feature extractor exploded")
+
+    monkeypatch.setattr("csfgan.evaluate.fid_kid", broken)
+    with pytest.raises(RuntimeError, match="exploded"):
+        evaluate(finished_run, progress=False)
+    assert (finished_run / "metrics.json").read_bytes() == before
+    assert (finished_run / "eval" / "images" / "00000.png").read_bytes() == first_image
+    assert not [p for p in finished_run.iterdir() if p.name.startswith(".eval")]
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path, finished_run):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        evaluate(tmp_path, progress=False)
+    (tmp_path / "final.pt").write_bytes((finished_run / "final.pt").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        evaluate(tmp_path, progress=False)
+
+
+def test_caption_colours_grammar():
+    caps = caption_colours("synth-birds", "this bird has a red crown, the wings are mostly blue and a white belly")
+    assert [(p, c) for p, c, _ in caps] == [("crown", "red"), ("wing", "blue"), ("belly", "white")]
+
+
+def test_inpaint_user_image_any_size(finished_run, tmp_path):
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "bird.jpg", quality=95)
+    out = tmp_path / "out.png"
+    inpaint_file(finished_run / "final.pt", tmp_path / "bird.jpg", "this bird has red wings", out)
+    result = np.asarray(Image.open(out))
+    source = np.asarray(Image.open(tmp_path / "bird.jpg"))
+    assert result.shape == (50, 70, 3)
+    # Outside the centre hole the user's pixels are kept exactly.
+    assert np.array_equal(result[:5], source[:5]) and np.array_equal(result[:, :10], source[:, :10])
+
+    mask = np.zeros((50, 70), np.uint8)
+    mask[10:20, 30:50] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    inpaint_file(finished_run / "final.pt", tmp_path / "bird.jpg", "a red bird", out, mask=tmp_path / "mask.png")
+    result = np.asarray(Image.open(out))
+    assert np.array_equal(result[30:], source[30:])
+
+
+def test_inpaint_bad_inputs(finished_run, tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "ok.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small_mask.png")
+    ckpt = finished_run / "final.pt"
+    with pytest.raises(UserError, match="notes.txt: not a readable image"):
+        inpaint_file(ckpt, tmp_path / "notes.txt", "a red bird", tmp_path / "o.png")
+    with pytest.raises(CaptionError, match="no word of 'zzz qqq' is in the vocabulary"):
+        inpaint_file(ckpt, tmp_path / "ok.png", "zzz qqq", tmp_path / "o.png")
+    with pytest.raises(UserError, match="mask .*small_mask.png is 10x10 but the image is 40x40"):
+        inpaint_file(ckpt, tmp_path / "ok.png", "a red bird", tmp_path / "o.png", mask=tmp_path / "small_mask.png")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        inpaint_file(tmp_path / "nope.pt", tmp_path / "ok.png", "a red bird", tmp_path / "o.png")
+    assert not (tmp_path / "o.png").exists()
