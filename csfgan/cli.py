@@ -132,6 +132,39 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workflow_config(path: str) -> dict:
+    from csfgan.config import read_yaml
+
+    return read_yaml(Path(path))
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from csfgan.report.tables import write_tables
+
+    for path in write_tables(_workflow_config(args.config), Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    import torch
+
+    from csfgan.report.figures import make_figures
+
+    torch.set_num_threads(_threads(args.threads))
+    for path in make_figures(_workflow_config(args.config), args.dataset, Path(args.out), seed=args.seed):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    from csfgan.report.curves import training_curves
+
+    for path in training_curves(_workflow_config(args.config), Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="csfgan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -207,6 +240,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_inpaint)
+
+    p = sub.add_parser("tables", help="Tables 1-4 (csv, md, tex) from every planned run's metrics",
+                       formatter_class=fmt)
+    p.add_argument("--config", required=True, help="workflow config, e.g. experiments/config.yaml")
+    p.add_argument("--out", default="results/tables")
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("figures", help="the paper's qualitative figures for one dataset (png, pdf)",
+                       formatter_class=fmt)
+    p.add_argument("--config", required=True, help="workflow config, e.g. experiments/config.yaml")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", default="results/figures")
+    p.add_argument("--seed", type=int, default=0, help="seed of the test images picked and the generator noise")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("curves", help="training curves of every planned run (png, pdf)", formatter_class=fmt)
+    p.add_argument("--config", required=True, help="workflow config, e.g. experiments/config.yaml")
+    p.add_argument("--out", default="results/figures")
+    p.set_defaults(func=cmd_curves)
     return parser
 
 

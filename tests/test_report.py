@@ -1,0 +1,380 @@
+"""Report layer: Tables 1-4 from hand-made metrics (exact mean ± CI), figures and curves end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import csfgan.config
+from csfgan.plan import plan
+from csfgan.report.tables import ReportError, build_tables, mean_ci, write_tables
+
+T_975_2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2)
+
+TABLES_YAML = {
+    "table1": {"title": "Comparison", "variants": ["baseline", "full"]},
+    "table2": {"title": "Parameters", "variants": ["baseline", "full"]},
+    "table3": {"title": "Ablation", "variants": ["baseline", "sfm", "wld", "full", "myvariant"]},
+    "table4": {"title": "Edge", "variant": "full", "parameter": "loss.edge", "values": [0.0, 0.5]},
+}
+# FID per run name over seeds 0, 1, 2; other metrics derive from it.
+FID = {"baseline": [30.0, 31.0, 35.0], "sfm": [20.0, 20.0, 20.0], "wld": [25.0, 26.0, 27.0],
+       "full": [10.0, 12.0, 14.0], "myvariant": [40.0, 41.0, 42.0], "full--loss.edge=0.0": [16.0, 18.0, 20.0]}
+
+
+@pytest.fixture
+def variants(tmp_path, monkeypatch):
+    """The repo's variants plus a user-added one, in a folder of their own."""
+    folder = tmp_path / "variants"
+    shutil.copytree(csfgan.config.VARIANTS_DIR, folder)
+    (folder / "myvariant.yaml").write_text("name: myvariant\nmodel:\n  word_level_discriminator: false\n")
+    monkeypatch.setattr(csfgan.config, "VARIANTS_DIR", folder)
+    return folder
+
+
+def _config(root: Path, seeds=(0, 1, 2), tables=None) -> dict:
+    path = root / "tables.yaml"
+    path.write_text(yaml.safe_dump(tables or TABLES_YAML))
+    return {"scale": "smoke", "datasets": ["synth-birds"], "seeds": list(seeds), "tables": str(path),
+            "device": "cpu"}
+
+
+def _write_metrics(root: Path, config: dict, **extra) -> None:
+    for run in plan(config, root).runs():
+        fid = FID[run.name][run.seed]
+        m = {"fid": fid, "psnr": 20 + fid / 100, "ssim": 0.8, "psnr_hole": 14.0, "ssim_hole": 0.5,
+             "kid_mean": 0.01, "kid_std": 0.001, "r_precision": 0.25, "fid_features": "damsm-image-encoder",
+             "perceptual_source": "damsm-image-encoder", "scale": "smoke", "train_seconds": 3600.0 * (run.seed + 1),
+             "variant": run.name, "seed": run.seed, **extra}
+        (root / run.path).mkdir(parents=True, exist_ok=True)
+        (root / run.path / "metrics.json").write_text(json.dumps(m))
+
+
+@pytest.fixture
+def measured(tmp_path, variants):
+    root = tmp_path / "work"
+    root.mkdir()
+    config = _config(root)
+    _write_metrics(root, config, attribute_accuracy=0.5)
+    write_tables(config, root / "results/tables", root)
+    return root, config
+
+
+def _read(root: Path, name: str) -> str:
+    return (root / "results/tables" / name).read_text()
+
+
+def test_mean_ci_is_the_t_interval():
+    s = mean_ci([10.0, 12.0, 14.0])
+    assert (s.mean, s.n) == (12.0, 3)
+    assert s.ci95 == pytest.approx(T_975_2 * 2.0 / math.sqrt(3))
+    one = mean_ci([7.0])
+    assert (one.mean, one.ci95, one.n) == (7.0, None, 1)
+    assert mean_ci([None, float("nan")]) is None
+
+
+def test_every_table_in_every_format(measured):
+    root, _ = measured
+    for k in range(1, 5):
+        for ext in ("csv", "md", "tex"):
+            assert (root / f"results/tables/table{k}.{ext}").stat().st_size > 0
+
+
+def test_table3_exact_mean_and_ci(measured):
+    root, _ = measured
+    csv = pd.read_csv(root / "results/tables/table3.csv")
+    full = csv[csv["run"] == "full"].iloc[0]
+    assert full["fid"] == pytest.approx(12.0)
+    assert full["fid_ci95"] == pytest.approx(T_975_2 * 2.0 / math.sqrt(3))  # 4.968...
+    assert full["seeds"] == 3
+    base = csv[csv["run"] == "baseline"].iloc[0]
+    assert base["fid"] == pytest.approx(32.0)
+    assert base["fid_ci95"] == pytest.approx(T_975_2 * math.sqrt(7.0) / math.sqrt(3))  # sd of 30, 31, 35
+    sfm = csv[csv["run"] == "sfm"].iloc[0]
+    assert (sfm["fid"], sfm["fid_ci95"]) == (20.0, 0.0)
+    md = _read(root, "table3.md")
+    assert "| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 3 | 12.00 ± 4.97 |" in md
+    assert "32.00 ± 6.57" in md
+    assert r"$12.00 \pm 4.97$" in _read(root, "table3.tex")
+
+
+def test_user_variant_is_its_own_row(measured):
+    root, _ = measured
+    md = _read(root, "table3.md")
+    assert "| myvariant | synth-birds" in md
+    assert "41.00 ± 2.48" in md
+    labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "synth" in line]
+    assert labels == ["baseline", "baseline+SFM", "baseline+WLD", "CSF-GAN (full)", "myvariant"]
+
+
+def test_table1_reported_rows_beside_ours(measured):
+    root, _ = measured
+    csv = pd.read_csv(root / "results/tables/table1.csv")
+    reported = csv[csv["source"] == "reported"]
+    assert list(reported["method"]) == ["RFR [Li et al., 2020b]", "PD-GAN [Liu et al., 2021]",
+                                        "PUT [Liu et al., 2022]", "MMFL [Lin et al., 2020]",
+                                        "ALMR [Wu et al., 2021]", "MIGT [Li et al., 2023]",
+                                        "MISL [Wu et al., 2024]", "CSF-GAN (paper)"]
+    assert set(reported["dataset"]) == {"CUB-200-2011"}  # only the bird set is planned
+    paper = reported[reported["method"] == "CSF-GAN (paper)"].iloc[0]
+    assert (paper["fid"], paper["psnr"], paper["ssim"]) == (13.50, 20.75, 0.829)
+    ours = csv[csv["source"] == "measured"]
+    assert list(ours["method"]) == ["baseline (ours, measured)", "CSF-GAN (ours, measured)"]
+    md = _read(root, "table1.md")
+    assert "| MIGT [Li et al., 2023] | reported | CUB-200-2011 | Inception (paper) | – | 35.30 | 21.47 | 0.846 |" in md
+    ours = "| CSF-GAN (ours, measured) | measured | synth-birds (stand-in for CUB-200-2011) | DAMSM | 3 | 12.00 ± 4.97"
+    assert ours in md
+    assert "comparable only with measured rows on the same real dataset" in md
+
+
+def test_table1_oxford_rows_when_flowers_are_planned(tmp_path, variants):
+    root = tmp_path / "w"
+    root.mkdir()
+    config = {**_config(root, seeds=(0,)), "datasets": ["synth-birds", "synth-flowers"]}
+    _write_metrics(root, config)
+    t1 = build_tables(config, root)["table1"]
+    text = t1.markdown()
+    assert "| MISL [Wu et al., 2024] | reported | Oxford-102 | Inception (paper) | – | 30.85 | 0.764 | 0.726 |" in text
+    assert "synth-flowers (stand-in for Oxford-102)" in text
+
+
+def test_table2_parameters_and_hours(measured):
+    root, _ = measured
+    csv = pd.read_csv(root / "results/tables/table2.csv")
+    reported = csv[csv["source"] == "reported"].set_index("method")
+    assert reported.loc["MMFL [Lin et al., 2020]", "params_paper_scale"] == 149_200_000
+    assert reported.loc["ALMR [Wu et al., 2021]", "train_hours"] == 54.5
+    assert reported.loc["CSF-GAN (paper)", "train_hours"] == 35.5
+    full = csv[csv["run"] == "full"].iloc[0]
+    from csfgan.models.params import parameter_breakdown
+
+    paper_full = csfgan.config.apply_variant(csfgan.config.load_scale("paper"), csfgan.config.load_variant("full"))
+    assert full["params_paper_scale"] == parameter_breakdown(paper_full)["total"]
+    assert full["train_hours"] == pytest.approx(2.0)  # 1, 2 and 3 hours
+    assert full["train_hours_ci95"] == pytest.approx(T_975_2 / math.sqrt(3))
+    md = _read(root, "table2.md")
+    assert "| CSF-GAN (paper) | reported | CUB-200-2011 | – | – | 82.29M | 35.5 |" in md
+    assert "84.17M" in md  # our count at paper scale
+    assert "2.00 ± 2.48" in md
+
+
+def test_table4_rows_are_the_sweep(measured):
+    root, _ = measured
+    md = _read(root, "table4.md")
+    assert "| λ_edge |" in md
+    assert "| no edge loss | synth-birds (stand-in for CUB-200-2011) | 3 | 18.00 ± 4.97 |" in md
+    assert "| 0.5 (= full) |" in md
+
+
+def test_provenance_notes_in_md_and_tex(measured):
+    root, _ = measured
+    for k in (1, 3, 4):
+        md, tex = _read(root, f"table{k}.md"), _read(root, f"table{k}.tex")
+        for text in (md, tex):
+            assert "DAMSM features" in text
+            assert "Perceptual loss on the DAMSM image encoder" in text
+            assert "scale 'smoke' (32 px" in text
+        assert "mean ± 95% CI" in md and r"mean $\pm$ 95\% CI" in tex
+    assert "FID (DAMSM features) ↓" in _read(root, "table3.md")
+    assert "scale 'smoke'" in _read(root, "table2.md") and "Perceptual loss" in _read(root, "table2.tex")
+    csv = pd.read_csv(root / "results/tables/table3.csv")
+    assert set(csv["fid_features"]) == {"damsm-image-encoder"} and set(csv["scale"]) == {"smoke"}
+
+
+def test_latex_is_booktabs(measured):
+    root, _ = measured
+    for k in range(1, 5):
+        tex = _read(root, f"table{k}.tex")
+        assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
+        assert r"\hline" not in tex
+        assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
+    assert r"baseline+SFM & synth-birds" in _read(root, "table3.tex")
+    assert r"$\lambda$\_edge" in _read(root, "table4.tex")
+
+
+def test_optional_metric_columns_only_when_measured(measured):
+    root, _ = measured
+    header = _read(root, "table3.md").splitlines()[2]
+    assert "attribute acc. ↑" in header
+    assert "counterfactual" not in header  # no metrics file has it: no column, no made-up numbers
+
+
+def test_one_seed_shows_mean_and_n1(tmp_path, variants):
+    root = tmp_path / "w"
+    root.mkdir()
+    config = _config(root, seeds=(0,))
+    _write_metrics(root, config)
+    t3 = build_tables(config, root)["table3"]
+    md = t3.markdown()
+    assert "| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 1 | 10.00 | 20.10 |" in md
+    assert "±" not in md.split("\n\n")[1]  # the table body; the notes explain
+    assert "n=1" in md
+    assert t3.frame()["fid_ci95"].isna().all()
+
+
+def test_features_disagreement_is_said(tmp_path, variants):
+    root = tmp_path / "w"
+    root.mkdir()
+    config = _config(root, seeds=(0,))
+    _write_metrics(root, config)
+    m = root / "results/runs/synth-birds/full/seed0/metrics.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), "fid_features": "inception-v3-compat"}))
+    t3 = build_tables(config, root)["table3"]
+    assert "FID (mixed features, see notes)" in t3.markdown()
+    assert "DISAGREE on FID features" in t3.markdown()
+    assert "synth-birds/full/seed0" in t3.markdown()
+
+
+def test_missing_metrics_names_the_file(tmp_path, variants):
+    root = tmp_path / "w"
+    root.mkdir()
+    config = _config(root)
+    _write_metrics(root, config)
+    missing = root / "results/runs/synth-birds/wld/seed1/metrics.json"
+    missing.unlink()
+    with pytest.raises(ReportError, match=str(missing)):
+        write_tables(config, root / "results/tables", root)
+    assert not (root / "results/tables").exists()  # nothing half-written
+
+
+def test_cli_tables(measured, monkeypatch, capsys):
+    from csfgan.cli import main
+
+    root, config = measured
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(root)
+    assert main(["tables", "--config", "config.yaml", "--out", "again"]) == 0
+    assert (root / "again/table4.tex").is_file()
+    (root / "results/runs/synth-birds/full/seed2/metrics.json").unlink()
+    assert main(["tables", "--config", "config.yaml", "--out", "again"]) == 2
+    assert "results/runs/synth-birds/full/seed2/metrics.json" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Figures and curves, end to end at the smoke scale (32 px, 4 training steps).
+
+SMOKE_TABLES = {
+    "table1": {"title": "Comparison", "variants": ["baseline", "full"]},
+    "table2": {"title": "Parameters", "variants": ["baseline", "full"]},
+    "table3": {"title": "Ablation", "variants": ["baseline", "full"]},
+    "table4": {"title": "Edge", "variant": "full", "parameter": "loss.edge", "values": [0.5]},
+}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """synth-birds prepared at 32 px, a DAMSM text encoder, baseline and full trained for 4 steps, evaluated."""
+    pytest.importorskip("csfgan.damsm", reason="the text-encoder module is not in this checkout")
+    from csfgan.damsm import pretrain_text
+    from csfgan.data.synthetic import prepare_synthetic
+    from csfgan.evaluate import evaluate
+    from csfgan.train import train
+
+    root = tmp_path_factory.mktemp("smoke")
+    scale = csfgan.config.load_scale("smoke")
+    data = root / "data/prepared/synth-birds"
+    prepare_synthetic("synth-birds", data, scale)
+    text = root / "text_encoder.pt"
+    pretrain_text(data, scale, text)
+    config = _config(root, seeds=(0,), tables=SMOKE_TABLES)
+    for run in plan(config, root).runs():
+        train(data, text, run.name, "smoke", root / run.path, seed=run.seed, device="cpu", progress=False)
+        evaluate(root / run.path, progress=False)
+    return root, config
+
+
+def _is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figures_end_to_end(smoke, tmp_path):
+    from csfgan.report.figures import FIGURES, make_figures
+
+    root, config = smoke
+    written = make_figures(config, "synth-birds", tmp_path / "figures", root)
+    assert len(written) == 2 * len(FIGURES)
+    for name in FIGURES:
+        png, pdf = tmp_path / f"figures/{name}_synth-birds.png", tmp_path / f"figures/{name}_synth-birds.pdf"
+        assert _is_png(png) and pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_figures_are_reproducible(smoke, tmp_path):
+    from csfgan.report.figures import Figures
+
+    root, config = smoke
+    a = Figures(plan(config, root), "synth-birds", root)
+    b = Figures(plan(config, root), "synth-birds", root)
+    assert (a.picks == b.picks).all() and len(set(a.split.class_ids[a.picks])) == len(a.picks)
+    batch = a.batch(a.picks)
+    assert (a.inpaint("full", batch)[0] == b.inpaint("full", b.batch(b.picks))[0]).all()
+
+
+def test_top_words_rank_by_mass_in_hole():
+    import torch
+
+    from csfgan.report.figures import top_words
+
+    attention = torch.zeros(4, 2, 2)
+    attention[0] = 0.1
+    attention[1, 0, 0] = 0.9  # "red" dominates the hole cell
+    attention[2] = 0.5
+    attention[3] = 0.4
+    attention[2, 0, 0] = 0.0
+    attention[3, 0, 0] = 0.0
+    weight = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    words = ["<pad>", "<unk>", "red", "wing", "bird"]
+    ranked = top_words(attention, weight, torch.tensor([4, 2, 3, 4]), 4, words, 2)
+    assert ranked[0][0] == "red" and ranked[0][1] == pytest.approx(0.9)
+    assert ranked[1] == ("bird", pytest.approx(0.1), [0, 3])  # both occurrences merged
+
+
+def test_attention_figure_refuses_a_model_without_word_fusion(smoke, tmp_path):
+    from csfgan.report.figures import Figures
+
+    root, _ = smoke
+    only_baseline = {"table1": {"variants": ["baseline"]}, "table2": {"variants": ["baseline"]},
+                     "table3": {"variants": ["baseline"]},
+                     "table4": {"variant": "baseline", "parameter": "loss.edge", "values": [0.5]}}
+    cfg = _config(tmp_path, seeds=(0,), tables=only_baseline)
+    figs = Figures(plan(cfg, root), "synth-birds", root)
+    assert figs.full == "baseline"
+    with pytest.raises(ReportError, match="variant 'baseline'.*no word-level fusion"):
+        figs.attention_figure()
+
+
+def test_missing_checkpoint_names_the_file(smoke, tmp_path):
+    from csfgan.report.figures import make_figures
+
+    root, config = smoke
+    with pytest.raises(ReportError, match=str(tmp_path / "results/runs/synth-birds/full/seed0/final.pt")):
+        make_figures(config, "synth-birds", tmp_path / "figures", tmp_path)
+
+
+def test_training_curves_and_tables_from_real_runs(smoke, tmp_path):
+    from csfgan.report.curves import loss_terms, read_stats, training_curves
+
+    root, config = smoke
+    written = training_curves(config, tmp_path / "figures", root)
+    assert [p.name for p in written] == ["training_curves.png", "training_curves.pdf"]
+    assert _is_png(written[0])
+    runs = plan(config, root).runs()
+    terms = loss_terms([read_stats(r, root) for r in runs])
+    assert terms[:3] == ["loss_d", "loss_g/total", "loss_g/rec"] and "loss_g/gan_word" in terms
+    # The evaluated metrics.json files feed the tables as they are.
+    tables = build_tables(config, root)
+    assert "FID (DAMSM features)" in tables["table3"].markdown()
+    assert len(tables["table1"].rows) == 8 + 2
+
+
+def test_missing_stats_names_the_file(smoke, tmp_path):
+    from csfgan.report.curves import training_curves
+
+    root, config = smoke
+    with pytest.raises(ReportError, match=str(tmp_path / "results/runs/synth-birds/baseline/seed0/stats.jsonl")):
+        training_curves(config, tmp_path / "figures", tmp_path)
