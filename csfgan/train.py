@@ -210,8 +210,9 @@ def train(
     record["text_encoder_sha256"] = file_sha256(Path(text_encoder))
     record["world_size"] = world
 
-    torch.manual_seed(seed * 1000 + rank)
+    torch.manual_seed(seed)  # the same initial weights on every rank
     models = Models(cfg).to(dev)
+    torch.manual_seed(seed * 1000 + rank)  # different noise per rank
     loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm_image.features).to(dev)
     record["perceptual_source"] = loss_fn.perceptual.source if loss_fn.perceptual is not None else None
     t = cfg.train
