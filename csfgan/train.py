@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -157,6 +158,11 @@ def _check_finite(values: dict[str, torch.Tensor], step: int, which: str) -> Non
         )
 
 
+def _spread(n: int, k: int) -> np.ndarray:
+    """``k`` indices evenly spread over ``n`` (test images are grouped by species: show several)."""
+    return np.linspace(0, n - 1, k).round().astype(np.int64) % max(n, 1)
+
+
 def _sample_grid(batch: dict[str, torch.Tensor], fake: torch.Tensor, path: Path) -> None:
     from torchvision.utils import make_grid, save_image
 
@@ -222,8 +228,8 @@ def train(
     train_set = InpaintingDataset(prepared, "train", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
                                   seed=seed)
     fixed = InpaintingDataset(prepared, "test", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
-                              captions="seeded", seed=cfg.eval.caption_seed).batch(torch.arange(8) % len(
-                                  prepared.split("test")))
+                              captions="seeded", seed=cfg.eval.caption_seed).batch(
+                                  _spread(len(prepared.split("test")), 8))
     fixed = {k: v.to(dev) for k, v in fixed.items()}
 
     state_path = out / "checkpoints" / "state.pt"
