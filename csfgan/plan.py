@@ -52,6 +52,7 @@ class Plan:
     datasets: list[str]
     seeds: list[int]
     tables: dict[str, dict[str, Any]]
+    variants_dir: Path
     # table -> dataset -> row label -> run name
     rows: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
@@ -70,43 +71,57 @@ class Plan:
 
 
 def plan(config: dict[str, Any], root: Path | str = ".") -> Plan:
+    """The runs and table rows of a workflow config; paths in it are relative to ``root`` (the
+    workflow's working directory)."""
     root = Path(root)
     scale = load_scale(config["scale"])
+    variants_dir = root / config.get("variants_dir", "experiments/variants")
     tables_path = root / config.get("tables", "experiments/tables.yaml")
     tables = read_yaml(tables_path)
     unknown = set(tables) - set(TABLES)
     if unknown:
         raise ConfigError(f"{tables_path}: unknown table(s) {sorted(unknown)}; known: {', '.join(TABLES)}")
-    out = Plan(scale, list(config["datasets"]), list(config.get("seeds", [0])), tables)
+    out = Plan(scale, list(config["datasets"]), list(config.get("seeds", [0])), tables, variants_dir)
     for table in TABLES:
         spec = tables.get(table)
         if spec is None:
             raise ConfigError(f"{tables_path}: {table} is missing")
         where = f"{tables_path}: {table}"
         if table == "table4":
-            out.rows[table] = _sweep_rows(spec, scale, out.datasets, where)
+            out.rows[table] = _sweep_rows(spec, scale, out.datasets, variants_dir, where)
         else:
             variants = spec.get("variants")
             if not variants or not isinstance(variants, list):
                 raise ConfigError(f"{where}: needs a non-empty list `variants`")
             for v in variants:
-                _load(v, where)
+                _load(v, variants_dir, where)
             out.rows[table] = {d: {v: v for v in variants} for d in out.datasets}
     return out
 
 
-def _load(variant: str, where: str):
-    try:
-        return load_variant(variant)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+def variant_path(variants_dir: Path, name: str) -> Path:
+    return Path(variants_dir) / f"{name}.yaml"
 
 
-def _sweep_rows(spec: dict[str, Any], scale: ScaleConfig, datasets: list[str], where: str) -> dict:
+def _load(variant: str, variants_dir: Path, where: str):
+    path = variant_path(variants_dir, variant)
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(variants_dir).glob("*.yaml"))
+        raise ConfigError(f"{where}: no variant {variant!r} ({path} does not exist); known: {', '.join(known)}")
+    loaded = load_variant(path)
+    if loaded.name != variant:
+        raise ConfigError(f"{path}: its name is {loaded.name!r}; a variant file's name must match the file name")
+    if SWEEP_SEP in variant:
+        raise ConfigError(f"{path}: a variant name may not contain {SWEEP_SEP!r}")
+    return loaded
+
+
+def _sweep_rows(spec: dict[str, Any], scale: ScaleConfig, datasets: list[str], variants_dir: Path,
+                where: str) -> dict:
     for key in ("variant", "parameter", "values"):
         if key not in spec:
             raise ConfigError(f"{where}: a sweep needs `{key}`")
-    base = apply_variant(scale, _load(spec["variant"], where))
+    base = apply_variant(scale, _load(spec["variant"], variants_dir, where))
     dotted = spec["parameter"]
     if "." not in dotted or dotted.split(".", 1)[0] not in {f.name for f in dataclasses.fields(ScaleConfig)}:
         raise ConfigError(f"{where}: parameter {dotted!r} must be SECTION.KEY, e.g. loss.edge")

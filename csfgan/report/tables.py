@@ -30,7 +30,7 @@ import pandas as pd
 from csfgan.config import apply_variant, load_scale, load_variant
 from csfgan.errors import UserError
 from csfgan.io import write_text
-from csfgan.plan import Plan, RunId, plan, split_run_name
+from csfgan.plan import Plan, RunId, plan, split_run_name, variant_path
 
 
 class ReportError(UserError, RuntimeError):
@@ -495,7 +495,7 @@ def table2(runs: Runs, title: str) -> Table:
     for d, label, name in pairs:
         if name not in counts:
             variant, overrides = split_run_name(name)
-            v = load_variant(variant)
+            v = load_variant(variant_path(p.variants_dir, variant))
             here = parse_overrides(apply_variant(p.scale, v), overrides)
             there = parse_overrides(apply_variant(paper, v), overrides)
             counts[name] = (parameter_breakdown(here)["total"], parameter_breakdown(there)["total"])

@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from csfgan.plan import plan, split_run_name
+from csfgan.plan import plan, split_run_name, variant_path
 
 CSFGAN = f"PYTHONPATH={workflow.basedir}:$PYTHONPATH python -m csfgan"
 ENV = "../../environment.yml"
@@ -17,7 +17,7 @@ THREADS = config["threads"]
 DOWNLOADS = config.get("real_data", {}).get("downloads", "data/downloads")
 DEVICE = config["device"]
 GPUS = config["gpus_per_job"]
-PLAN = plan(config, workflow.basedir)
+PLAN = plan(config)
 RUNS = PLAN.runs()
 TABLES = ["table1", "table2", "table3", "table4"]
 TABLE_FORMATS = ["csv", "md", "tex"]
@@ -35,7 +35,7 @@ def run_paths():
 
 def variant_file(wildcards):
     variant, _ = split_run_name(wildcards.run)
-    return f"experiments/variants/{variant}.yaml"
+    return str(variant_path(PLAN.variants_dir, variant))
 
 
 def run_overrides(wildcards):
