@@ -7,7 +7,7 @@ sys.path.insert(0, workflow.basedir)
 
 from csfgan.plan import plan, split_run_name, variant_path
 
-CSFGAN = f"PYTHONPATH={workflow.basedir}:$PYTHONPATH python -m csfgan"
+CSFGAN = f"PYTHONPATH={workflow.basedir}${{PYTHONPATH:+:$PYTHONPATH}} python -m csfgan"
 ENV = "../../environment.yml"
 SCALE = config["scale"]
 DATASETS = config["datasets"]
