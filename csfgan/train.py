@@ -163,6 +163,47 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.linspace(0, n - 1, k).round().astype(np.int64) % max(n, 1)
 
 
+def training_step(models: Models, loss_fn: GeneratorLoss, opt_g, opt_d, real, mask, words, sent, word_mask, *,
+                  amp=None, world: int = 1, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One alternating D step (Eq. 11) and G step (Eq. 12); returns the D loss and the G terms.
+
+    Also what ``csfgan bench`` times, so the benchmark measures exactly the training step.
+    """
+    amp = amp if amp is not None else contextlib.nullcontext()
+    # One generator forward serves both steps: D sees it detached, G keeps its graph.
+    with amp:
+        _, fake, aux = models.generator(real, mask, sent, words, word_mask)
+
+    with amp:
+        fake_d = fake.detach()
+        real_word = fake_word = None
+        if models.word_d is not None:
+            real_word = models.word_d(real, mask, words, word_mask)
+            fake_word = models.word_d(fake_d, mask, words, word_mask)
+        loss_d = discriminator_loss(models.global_d(real), models.global_d(fake_d), real_word, fake_word)
+    _check_finite({"d": loss_d}, step, "discriminator")
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    _average_gradients(models.discriminator_parameters(), world)
+    opt_d.step()
+
+    # G step through the just-updated discriminators (alternating updates); their parameters are
+    # frozen meanwhile so this pass leaves no gradient in them.
+    for p in models.discriminator_parameters():
+        p.requires_grad_(False)
+    with amp:
+        loss_g, terms = loss_fn(real, fake, aux=aux, global_d=models.global_d, word_d=models.word_d,
+                                mask=mask, words=words, word_mask=word_mask)
+    for p in models.discriminator_parameters():
+        p.requires_grad_(True)
+    _check_finite(terms, step, "generator")
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    _average_gradients(models.generator.parameters(), world)
+    opt_g.step()
+    return loss_d.detach(), terms
+
+
 def _sample_grid(batch: dict[str, torch.Tensor], fake: torch.Tensor, path: Path) -> None:
     from torchvision.utils import make_grid, save_image
 
@@ -287,38 +328,8 @@ def train(
             real, mask = b["image"], b["mask"]
             words, sent, word_mask = text_features(b)
 
-            # One generator forward serves both steps: D sees it detached, G keeps its graph.
-            with amp:
-                _, fake, aux = models.generator(real, mask, sent, words, word_mask)
-
-            # D step (Eq. 11).
-            with amp:
-                fake_d = fake.detach()
-                real_word = fake_word = None
-                if models.word_d is not None:
-                    real_word = models.word_d(real, mask, words, word_mask)
-                    fake_word = models.word_d(fake_d, mask, words, word_mask)
-                loss_d = discriminator_loss(models.global_d(real), models.global_d(fake_d), real_word, fake_word)
-            _check_finite({"d": loss_d}, step, "discriminator")
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            _average_gradients(models.discriminator_parameters(), world)
-            opt_d.step()
-
-            # G step (Eq. 12) through the just-updated discriminators (alternating updates); their
-            # parameters are frozen meanwhile so this pass leaves no gradient in them.
-            for p in models.discriminator_parameters():
-                p.requires_grad_(False)
-            with amp:
-                loss_g, terms = loss_fn(real, fake, aux=aux, global_d=models.global_d, word_d=models.word_d,
-                                        mask=mask, words=words, word_mask=word_mask)
-            for p in models.discriminator_parameters():
-                p.requires_grad_(True)
-            _check_finite(terms, step, "generator")
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            _average_gradients(models.generator.parameters(), world)
-            opt_g.step()
+            loss_d, terms = training_step(models, loss_fn, opt_g, opt_d, real, mask, words, sent, word_mask,
+                                          amp=amp, world=world, step=step)
 
             step += 1
             window_images += t.batch_size * world
@@ -328,7 +339,7 @@ def train(
                 elapsed += now - tick
                 row = {"step": step, "elapsed_s": round(elapsed, 3),
                        "images_per_s": round(window_images / max(now - tick, 1e-9), 2),
-                       "loss_d": float(loss_d.detach()), **{f"loss_g/{k}": float(v) for k, v in terms.items()}}
+                       "loss_d": float(loss_d), **{f"loss_g/{k}": float(v) for k, v in terms.items()}}
                 stats_file.write(json.dumps(row) + "\n")
                 stats_file.flush()
                 log_file.write(f"step {step}/{t.steps} D {row['loss_d']:.4f} G {row['loss_g/total']:.4f} "
