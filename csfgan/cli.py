@@ -165,6 +165,22 @@ def cmd_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from csfgan.bench import run_bench
+    from csfgan.io import write_json
+
+    torch.set_num_threads(_threads(args.threads))
+    result = run_bench(args.scales, variant=args.variant, batch=args.batch, steps=args.steps,
+                       data=Path(args.data) if args.data else None, benchmarks=Path(args.benchmarks))
+    write_json(Path(args.out), result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="csfgan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -260,6 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="workflow config, e.g. experiments/config.yaml")
     p.add_argument("--out", default="results/figures")
     p.set_defaults(func=cmd_curves)
+
+    p = sub.add_parser("bench", help="FLOPs, images/s and MFU against the measured matmul peak", formatter_class=fmt)
+    p.add_argument("--scales", nargs="+", default=["default", "paper"])
+    p.add_argument("--variant", default="full")
+    p.add_argument("--batch", type=int, default=None, help="default: the scale's (2 at 256 px)")
+    p.add_argument("--steps", type=int, default=5, help="timed repetitions")
+    p.add_argument("--data", default="data/prepared/synth-birds",
+                   help="prepared data for the data-loading share ('' to skip)")
+    p.add_argument("--benchmarks", default="benchmarks", help="the DAG's benchmark folder")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default="results/bench.json")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,188 @@
+"""``csfgan bench``: training and inference efficiency against this machine's own measured peak.
+
+For each scale: FLOPs per image of every component (``torch.utils.flop_counter``), images/s of the
+real training step (``csfgan.train.training_step``: D and G steps with every loss) and of inference,
+the machine's dense fp32 matmul GFLOP/s measured in the same process, and MFU = achieved / peak.
+Also the data-loading share of the step time, peak RSS, and per-stage wall times of the last DAG
+run from the rules' benchmark files. Nothing here is asserted: it measures.
+"""
+
+from __future__ import annotations
+
+import csv
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from csfgan.config import ScaleConfig
+from csfgan.losses import GeneratorLoss
+from csfgan.models.damsm import DamsmImageEncoder
+from csfgan.models.text import TextEncoder
+from csfgan.provenance import provenance
+from csfgan.train import Models, resolve_config, training_step
+
+VOCAB_SIZE = 5450  # about CUB's; the text encoder's FLOPs barely depend on it
+
+
+def matmul_peak_gflops(size: int = 1024, seconds: float = 1.0) -> float:
+    """Dense fp32 matmul GFLOP/s with the current torch thread count (best of repeated runs)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def lstm_flops(cfg: ScaleConfig, words: int) -> float:
+    """Multiply-adds of the bidirectional LSTM over ``words`` tokens (4 gates, input + recurrent)."""
+    hidden = cfg.text.hidden_dim // 2
+    return 2 * words * 4 * (cfg.text.embedding_dim + hidden) * hidden * 2
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _timed(fn, repeats: int) -> float:
+    fn()  # warm-up (allocator, oneDNN primitive cache)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+class _Inputs:
+    def __init__(self, cfg: ScaleConfig, batch: int):
+        r, t = cfg.resolution, cfg.text.max_words
+        self.image = torch.rand(batch, 3, r, r) * 2 - 1
+        self.mask = torch.zeros(batch, 1, r, r)
+        q = r // 4
+        self.mask[:, :, q:3 * q, q:3 * q] = 1
+        self.tokens = torch.randint(2, VOCAB_SIZE, (batch, t))
+        self.lengths = torch.full((batch,), 12)
+        self.tokens[:, 12:] = 0
+
+
+def bench_scale(scale: str, variant: str = "full", *, batch: int | None = None, steps: int = 5,
+                peak: float | None = None) -> dict[str, Any]:
+    cfg, name = resolve_config(scale, variant)
+    # At 256 px a CPU step at the paper's batch takes minutes; 2 images measure the same rates.
+    b = batch or (cfg.train.batch_size if cfg.resolution < 256 else 2)
+    torch.manual_seed(0)
+    x = _Inputs(cfg, b)
+    models = Models(cfg)
+    text = TextEncoder(VOCAB_SIZE, cfg.text).eval().requires_grad_(False)
+    damsm = DamsmImageEncoder(cfg.resolution, cfg.text.hidden_dim, cfg.text.damsm.image_channels)
+    damsm.eval().requires_grad_(False)
+    loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm.features)
+    with torch.no_grad():
+        words, sent = text(x.tokens, x.lengths)
+    word_mask = x.tokens == 0
+    t = cfg.train
+    opt_g = torch.optim.Adam(models.generator.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+    opt_d = torch.optim.Adam(list(models.discriminator_parameters()), lr=t.lr, betas=(t.beta1, t.beta2))
+
+    def step():
+        training_step(models, loss_fn, opt_g, opt_d, x.image, x.mask, words, sent, word_mask)
+
+    def generate():
+        with torch.inference_mode():
+            models.generator(x.image, x.mask, sent, words, word_mask)
+
+    per_image = {
+        "generator_forward": _flops(lambda: models.generator(x.image, x.mask, sent, words, word_mask)) / b,
+        "global_discriminator_forward": _flops(lambda: models.global_d(x.image)) / b,
+        "word_level_discriminator_forward": (
+            _flops(lambda: models.word_d(x.image, x.mask, words, word_mask)) / b if models.word_d else 0),
+        "perceptual_forward": (_flops(lambda: loss_fn.perceptual.features(x.image)) / b
+                               if loss_fn.perceptual is not None else 0),
+        # flop_counter does not count the fused LSTM kernel: counted from its shapes instead.
+        "text_encoder_forward": lstm_flops(cfg, int(x.lengths[0])),
+    }
+    models.train()
+    train_flops = _flops(step) / b  # forward and backward of every network in one training step
+    step_seconds = _timed(step, steps)
+    models.eval()
+    infer_flops = _flops(generate) / b
+    infer_seconds = _timed(generate, steps)
+    models.train()
+    peak = peak or matmul_peak_gflops()
+    train_ips, infer_ips = b / step_seconds, b / infer_seconds
+    return {
+        "scale": cfg.name, "variant": name, "resolution": cfg.resolution, "batch": b,
+        "perceptual_network": loss_fn.perceptual.source if loss_fn.perceptual is not None else None,
+        "gflop_per_image": {k: round(v / 1e9, 4) for k, v in per_image.items()},
+        "train_step_gflop_per_image": round(train_flops / 1e9, 4),
+        "train_images_per_s": round(train_ips, 2),
+        "train_gflops_achieved": round(train_flops * train_ips / 1e9, 2),
+        "train_mfu": round(train_flops * train_ips / 1e9 / peak, 4),
+        "inference_gflop_per_image": round(infer_flops / 1e9, 4),
+        "inference_images_per_s": round(infer_ips, 2),
+        "inference_gflops_achieved": round(infer_flops * infer_ips / 1e9, 2),
+        "inference_mfu": round(infer_flops * infer_ips / 1e9 / peak, 4),
+    }
+
+
+def _resolution(data: Path) -> int:
+    from csfgan.data.prepared import PreparedData
+
+    return PreparedData(Path(data)).resolution
+
+
+def data_loading_share(data: Path, batch: int, steps: int, step_seconds: float) -> dict[str, float]:
+    """Time to draw a training batch from prepared data, as a share of a training step."""
+    from csfgan.data.dataset import InpaintingDataset
+
+    dataset = InpaintingDataset(Path(data), "train")
+    gen = torch.Generator().manual_seed(0)
+    seconds = _timed(lambda: dataset.sample(batch, gen), steps)
+    return {"batch_seconds": round(seconds, 5), "share_of_step": round(seconds / (seconds + step_seconds), 4)}
+
+
+def dag_stage_times(benchmarks: Path = Path("benchmarks")) -> dict[str, dict[str, float]]:
+    """Wall seconds per rule from Snakemake's benchmark files (``benchmarks/<rule>/...tsv``)."""
+    stages: dict[str, dict[str, float]] = {}
+    for tsv in sorted(Path(benchmarks).rglob("*.tsv")):
+        rule = tsv.relative_to(benchmarks).parts[0]
+        with open(tsv) as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        if rows:
+            entry = stages.setdefault(rule, {"jobs": 0, "total_s": 0.0, "max_s": 0.0})
+            seconds = float(rows[-1]["s"])
+            entry["jobs"] += 1
+            entry["total_s"] = round(entry["total_s"] + seconds, 2)
+            entry["max_s"] = round(max(entry["max_s"], seconds), 2)
+    return stages
+
+
+def run_bench(scales: list[str], *, variant: str = "full", batch: int | None = None, steps: int = 5,
+              data: Path | None = None, benchmarks: Path = Path("benchmarks")) -> dict[str, Any]:
+    peak = matmul_peak_gflops()
+    out: dict[str, Any] = {
+        "torch_threads": torch.get_num_threads(),
+        "matmul_peak_gflops_fp32": round(peak, 2),
+        "scales": {},
+        "provenance": provenance(),
+    }
+    for scale in scales:
+        result = bench_scale(scale, variant, batch=batch, steps=steps, peak=peak)
+        if data is not None and _resolution(data) != result["resolution"]:
+            result["data_loading"] = {"not_measured": f"{data} is prepared at {_resolution(data)} px, "
+                                                      f"scale {scale} trains at {result['resolution']} px"}
+        elif data is not None:
+            step_seconds = result["batch"] / result["train_images_per_s"]
+            result["data_loading"] = data_loading_share(data, result["batch"], steps, step_seconds)
+        out["scales"][scale] = result
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["dag_stages"] = dag_stage_times(benchmarks)
+    return out
