@@ -251,6 +251,9 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+ARCHITECTURE_KEYS = ("max_words", "embedding_dim", "hidden_dim")
+
+
 def load_text_encoder(
     path: Path, vocab: Vocabulary | None = None, text_cfg: TextConfig | None = None
 ) -> tuple[TextEncoder, DamsmImageEncoder, Vocabulary, dict[str, Any]]:
@@ -289,8 +292,10 @@ def load_text_encoder(
             f"must be pretrained on this prepared dataset (`csfgan pretrain-text --data <its folder>`)"
         )
     if text_cfg is not None:
+        # Only what shapes the encoder's inputs and outputs must agree; how it was pretrained
+        # (text.damsm.*, dropout) is recorded in the checkpoint and in every run that uses it.
         have, want = _flatten(ckpt["text_config"]), _flatten(asdict(text_cfg))
-        differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        differ = sorted(k for k in ARCHITECTURE_KEYS if have.get(k) != want.get(k))
         if differ:
             detail = ", ".join(f"text.{k}: checkpoint {have.get(k)!r} vs config {want.get(k)!r}" for k in differ)
             raise TextEncoderCheckpointError(
