@@ -259,8 +259,9 @@ def load_text_encoder(
 ) -> tuple[TextEncoder, DamsmImageEncoder, Vocabulary, dict[str, Any]]:
     """Load a pretrained (text encoder, DAMSM image encoder, vocabulary, checkpoint dict).
 
-    With ``vocab`` and/or ``text_cfg`` given, the checkpoint must have been made with exactly
-    these. Both encoders come back in eval mode with gradients off: they are frozen after DAMSM.
+    With ``vocab`` given, the checkpoint's vocabulary must be exactly it; with ``text_cfg``, the
+    architecture keys (:data:`ARCHITECTURE_KEYS`) must agree. Both encoders come back in eval mode
+    with gradients off: they are frozen after DAMSM.
     """
     path = Path(path)
     if not path.is_file():
