@@ -42,7 +42,7 @@ def _config(root: Path, seeds=(0, 1, 2), tables=None) -> dict:
     path = root / "tables.yaml"
     path.write_text(yaml.safe_dump(tables or TABLES_YAML))
     return {"scale": "smoke", "datasets": ["synth-birds"], "seeds": list(seeds), "tables": str(path),
-            "device": "cpu"}
+            "variants_dir": str(csfgan.config.VARIANTS_DIR), "device": "cpu"}
 
 
 def _write_metrics(root: Path, config: dict, **extra) -> None:
