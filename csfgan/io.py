@@ -31,6 +31,21 @@ def save_figure(fig, path: Path, dpi: int = 200) -> None:
         raise
 
 
+def save_figure_formats(fig, stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """Save ``fig`` as ``stem.<format>`` for each format (atomically), then close it."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    try:
+        for ext in formats:
+            path = Path(f"{stem}.{ext}")
+            save_figure(fig, path)
+            written.append(path)
+    finally:
+        plt.close(fig)
+    return written
+
+
 def write_text(path: Path, text: str) -> None:
     tmp, commit = atomic_path(Path(path))
     try:

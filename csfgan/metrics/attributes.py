@@ -24,7 +24,7 @@ from scipy import ndimage
 from csfgan.data import synthetic
 from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
-from csfgan.data.text import tokenize
+from csfgan.data.text import encode_captions, tokenize
 
 MIN_PART_PIXELS = 6
 
@@ -119,12 +119,9 @@ def _counterfactual(model, data, test, edits, masks, parts, batch_size) -> dict[
         chunk = edits[start:start + batch_size]
         idx = np.array([e[0] for e in chunk])
         batch = test.batch(idx)
-        ids = [model.vocab.encode(" ".join(e[1]), data.max_words) for e in chunk]
-        tokens = torch.zeros(len(chunk), data.max_words, dtype=torch.long)
-        for row, seq in enumerate(ids):
-            tokens[row, :len(seq)] = torch.tensor(seq)
-        lengths = torch.tensor([len(seq) for seq in ids])
-        composite, _ = model.inpaint(batch["image"], batch["mask"], tokens, lengths)
+        tokens, lengths = encode_captions([[" ".join(e[1])] for e in chunk], model.vocab, data.max_words)
+        composite, _ = model.inpaint(batch["image"], batch["mask"], torch.from_numpy(tokens[:, 0]).long(),
+                                     torch.from_numpy(lengths[:, 0]).long())
         outputs = ((composite.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         for row, (i, _, changes) in enumerate(chunk):
             scene = synthetic.edit_scene(split.scenes[i], changes)

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from csfgan.io import save_figure  # noqa: E402
+from csfgan.io import save_figure_formats
 from csfgan.plan import RunId, plan  # noqa: E402
 from csfgan.report.tables import ReportError  # noqa: E402
 
@@ -95,12 +95,4 @@ def training_curves(config: dict[str, Any], out: Path | str, root: Path | str = 
     height = fig.get_figheight()
     fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.6 / height, bottom=(legend_in + 0.35) / height,
                         hspace=0.6, wspace=0.25)
-    written = []
-    try:
-        for ext in ("png", "pdf"):
-            path = Path(out) / f"training_curves.{ext}"
-            save_figure(fig, path)
-            written.append(path)
-    finally:
-        plt.close(fig)
-    return written
+    return save_figure_formats(fig, Path(out) / "training_curves")

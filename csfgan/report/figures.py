@@ -30,7 +30,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from csfgan.data.masks import mask_for  # noqa: E402
-from csfgan.io import save_figure  # noqa: E402
+from csfgan.io import save_figure_formats
 from csfgan.plan import Plan, RunId, plan  # noqa: E402
 from csfgan.report.tables import ReportError, dataset_label, variant_label  # noqa: E402
 
@@ -359,13 +359,6 @@ def make_figures(config: dict[str, Any], dataset: str, out: Path | str, root: Pa
     }
     written = []
     for name in FIGURES:
-        fig = makers[name]()
-        try:
-            for ext in ("png", "pdf"):
-                path = Path(out) / f"{name}_{dataset}.{ext}"
-                save_figure(fig, path)
-                written.append(path)
-        finally:
-            plt.close(fig)
+        written += save_figure_formats(makers[name](), Path(out) / f"{name}_{dataset}")
     return written
 
