@@ -109,8 +109,12 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 1000
     checkpoint_every: int = 1000
+    # bf16 autocast for the training step's forward passes (CPU with AVX512-BF16, or CUDA).
     amp: bool = False
-    num_workers: int = 0
+    # CUDA only: page-locked batches copied asynchronously, and cuDNN's autotuner (input shapes are
+    # fixed per scale, so the search runs once). The CPU path ignores both.
+    pin_memory: bool = True
+    cudnn_benchmark: bool = True
 
 
 @dataclass

@@ -40,6 +40,19 @@ from csfgan.train import GENERATOR_KIND
 R_PRECISION_CANDIDATES = 99
 
 
+# Inference runs the generator in NHWC: oneDNN's convolutions are faster in that layout (1.25x at the
+# default scale on CPU, `csfgan bench`); training stays NCHW, where bf16 autocast gains more without it.
+INFERENCE_MEMORY_FORMAT = torch.channels_last
+
+
+@torch.inference_mode()
+def inference_forward(generator: Generator, image: torch.Tensor, mask: torch.Tensor, sent: torch.Tensor,
+                      words: torch.Tensor, word_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The generator's forward as evaluation runs it (the generator already in INFERENCE_MEMORY_FORMAT)."""
+    fmt = INFERENCE_MEMORY_FORMAT
+    return generator(image.contiguous(memory_format=fmt), mask.contiguous(memory_format=fmt), sent, words, word_mask)
+
+
 class InpaintingModel:
     """A trained generator with its frozen text encoder, rebuilt from ``final.pt`` alone."""
 
@@ -62,12 +75,13 @@ class InpaintingModel:
             raise CheckpointError(f"{self.path}: weights do not fit the recorded config ({exc})") from exc
         for m in (self.generator, self.text_encoder, self.image_encoder):
             m.to(self.device).eval().requires_grad_(False)
+        self.generator.to(memory_format=INFERENCE_MEMORY_FORMAT)
 
     @property
     def resolution(self) -> int:
         return self.cfg.resolution
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def inpaint(self, image: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         """Composite ``I·(1−M) + G·M`` in [−1, 1] and the generator's aux (word attention).
@@ -77,8 +91,9 @@ class InpaintingModel:
         """
         dev = self.device
         words, sent = self.text_encoder(tokens.to(dev), lengths.to(dev))
-        _, composite, aux = self.generator(image.to(dev), mask.to(dev), sent, words, padding_mask(tokens.to(dev)))
-        return composite, aux
+        _, composite, aux = inference_forward(self.generator, image.to(dev), mask.to(dev), sent, words,
+                                              padding_mask(tokens.to(dev)))
+        return composite.contiguous(), aux
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

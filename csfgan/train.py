@@ -163,6 +163,15 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.linspace(0, n - 1, k).round().astype(np.int64) % max(n, 1)
 
 
+def training_precision(cfg: ScaleConfig, device: torch.device):
+    """The context the training step's forward passes run in: bf16 autocast when ``train.amp``.
+
+    bf16 keeps fp32's exponent range, so no loss scaling is needed; weights, optimiser state and
+    gradients stay fp32. On CPUs with AVX512-BF16 the convolutions run about twice as fast.
+    """
+    return torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.amp else contextlib.nullcontext()
+
+
 def training_step(models: Models, loss_fn: GeneratorLoss, opt_g, opt_d, real, mask, words, sent, word_mask, *,
                   amp=None, world: int = 1, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One alternating D step (Eq. 11) and G step (Eq. 12); returns the D loss and the G terms.
@@ -263,6 +272,9 @@ def train(
     loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm_image.features).to(dev)
     record["perceptual_source"] = loss_fn.perceptual.source if loss_fn.perceptual is not None else None
     t = cfg.train
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = t.cudnn_benchmark
+    pin = dev.type == "cuda" and t.pin_memory
     opt_g = torch.optim.Adam(models.generator.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
     opt_d = torch.optim.Adam(list(models.discriminator_parameters()), lr=t.lr, betas=(t.beta1, t.beta2))
     batches = torch.Generator().manual_seed(seed * 1000 + rank)
@@ -298,7 +310,7 @@ def train(
         write_json(out / "config.json", record)
         write_json(out / "provenance.json", provenance())
     total_steps = t.steps if steps is None else min(steps, t.steps)
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if t.amp else contextlib.nullcontext()
+    amp = training_precision(cfg, dev)
 
     def text_features(b: dict[str, torch.Tensor]):
         with torch.no_grad():
@@ -324,7 +336,8 @@ def train(
         tick = time.perf_counter()
         window_images = 0
         while step < total_steps:
-            b = {k: v.to(dev, non_blocking=True) for k, v in train_set.sample(t.batch_size, batches).items()}
+            b = {k: (v.pin_memory() if pin else v).to(dev, non_blocking=pin)
+                 for k, v in train_set.sample(t.batch_size, batches).items()}
             real, mask = b["image"], b["mask"]
             words, sent, word_mask = text_features(b)
 

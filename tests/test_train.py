@@ -80,3 +80,37 @@ def test_overrides_are_validated(smoke_pipeline, tmp_path):
         _train(smoke_pipeline, tmp_path / "run", overrides=["loss.edge=-1"])
     with pytest.raises(ConfigError, match="unknown section 'los'"):
         _train(smoke_pipeline, tmp_path / "run", overrides=["los.edge=1"])
+
+
+def test_bf16_autocast_step_keeps_fp32_weights():
+    """train.amp runs the convolutions in bf16 while parameters, gradients and Adam state stay fp32."""
+    import dataclasses
+
+    from csfgan.config import apply_variant, load_scale, load_variant
+    from csfgan.losses import GeneratorLoss
+    from csfgan.models.damsm import DamsmImageEncoder
+    from csfgan.train import Models, training_precision, training_step
+
+    cfg = apply_variant(load_scale("smoke"), load_variant("full"))
+    cfg.train = dataclasses.replace(cfg.train, amp=True)
+    torch.manual_seed(0)
+    models = Models(cfg)
+    damsm = DamsmImageEncoder(cfg.resolution, cfg.text.hidden_dim, cfg.text.damsm.image_channels).eval()
+    loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm.requires_grad_(False).features)
+    r, d, t = cfg.resolution, cfg.text.hidden_dim, 5
+    real, mask = torch.rand(4, 3, r, r) * 2 - 1, torch.zeros(4, 1, r, r)
+    mask[:, :, r // 4:3 * r // 4, r // 4:3 * r // 4] = 1
+    words, sent, word_mask = torch.randn(4, d, t), torch.randn(4, d), torch.zeros(4, t, dtype=torch.bool)
+    dtypes = []
+    models.generator.to_rgb[0].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    opt_g = torch.optim.Adam(models.generator.parameters())
+    opt_d = torch.optim.Adam(list(models.discriminator_parameters()))
+    before = models.generator.to_rgb[0].weight.detach().clone()
+    loss_d, terms = training_step(models, loss_fn, opt_g, opt_d, real, mask, words, sent, word_mask,
+                                  amp=training_precision(cfg, torch.device("cpu")))
+    assert dtypes == [torch.bfloat16]
+    assert torch.isfinite(loss_d) and all(torch.isfinite(v) for v in terms.values())
+    weight = models.generator.to_rgb[0].weight
+    assert weight.dtype == torch.float32 and weight.grad.dtype == torch.float32
+    assert not torch.equal(weight.detach(), before)
+    assert all(s["exp_avg"].dtype == torch.float32 for s in opt_g.state.values())
