@@ -51,10 +51,12 @@ def peak_gflops(dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> dic
     n = 1024
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     blas = _best_rate(lambda: a @ b, 2 * n**3, seconds / 2)
-    batch, ch, side = 8, 256, 32
-    x, w = torch.randn(batch, ch, side, side, dtype=dtype), torch.randn(ch, ch, 3, 3, dtype=dtype)
-    onednn = _best_rate(lambda: torch.nn.functional.conv2d(x, w, padding=1),
-                        2 * batch * ch * ch * 9 * side * side, seconds / 2)
+    onednn = 0.0
+    for ch in (128, 256):  # oneDNN's best blocking differs with width and thread count
+        batch, side = 8, 32
+        x, w = torch.randn(batch, ch, side, side, dtype=dtype), torch.randn(ch, ch, 3, 3, dtype=dtype)
+        onednn = max(onednn, _best_rate(lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1),
+                                        2 * batch * ch * ch * 9 * side * side, seconds / 4))
     return {"blas": round(blas, 2), "onednn": round(onednn, 2), "peak": round(max(blas, onednn), 2)}
 
 
