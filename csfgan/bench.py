@@ -99,6 +99,7 @@ def bench_scale(scale: str, variant: str = "full", *, batch: int | None = None, 
     cfg, name = resolve_config(scale, variant)
     # At 256 px a CPU step at the paper's batch takes minutes; 2 images measure the same rates.
     b = batch or (cfg.train.batch_size if cfg.resolution < 256 else 2)
+    bi = batch or (cfg.eval.batch_size if cfg.resolution < 256 else 2)  # evaluate's batch
     torch.manual_seed(0)
     x = _Inputs(cfg, b)
     models = Models(cfg)
@@ -119,8 +120,12 @@ def bench_scale(scale: str, variant: str = "full", *, batch: int | None = None, 
     def step():
         training_step(models, loss_fn, opt_g, opt_d, x.image, x.mask, words, sent, word_mask, amp=amp)
 
+    xi = _Inputs(cfg, bi)
+    with torch.no_grad():
+        words_i, sent_i = text(xi.tokens, xi.lengths)
+
     def generate():
-        inference_forward(models.generator, x.image, x.mask, sent, words, word_mask)
+        inference_forward(models.generator, xi.image, xi.mask, sent_i, words_i, xi.tokens == 0)
 
     per_image = {
         "generator_forward": _flops(lambda: models.generator(x.image, x.mask, sent, words, word_mask)) / b,
@@ -137,15 +142,15 @@ def bench_scale(scale: str, variant: str = "full", *, batch: int | None = None, 
     step_seconds = _timed(step, steps)
     models.eval()
     models.generator.to(memory_format=INFERENCE_MEMORY_FORMAT)
-    infer_flops = _flops(generate) / b
+    infer_flops = _flops(generate) / bi
     infer_seconds = _timed(generate, steps)
     models.generator.to(memory_format=torch.contiguous_format)
     models.train()
     peaks = peaks or {"fp32": peak_gflops(torch.float32)["peak"], "bf16": peak_gflops(torch.bfloat16)["peak"]}
-    train_ips, infer_ips = b / step_seconds, b / infer_seconds
+    train_ips, infer_ips = b / step_seconds, bi / infer_seconds
     train_rate, infer_rate = train_flops * train_ips / 1e9, infer_flops * infer_ips / 1e9
     return {
-        "scale": cfg.name, "variant": name, "resolution": cfg.resolution, "batch": b,
+        "scale": cfg.name, "variant": name, "resolution": cfg.resolution, "batch": b, "inference_batch": bi,
         "perceptual_network": loss_fn.perceptual.source if loss_fn.perceptual is not None else None,
         "gflop_per_image": {k: round(v / 1e9, 4) for k, v in per_image.items()},
         "train_precision": train_dtype,
