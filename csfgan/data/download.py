@@ -96,15 +96,21 @@ def bad_md5_path(path: Path) -> Path:
     return path.with_name(path.name + ".bad-md5")
 
 
-def verify_md5(path: Path, md5: str) -> str:
-    """Check ``path`` against ``md5``; on mismatch move it aside to ``<name>.bad-md5`` and raise."""
+def verify_md5(path: Path, md5: str, *, dest: Path | None = None, source: str | None = None) -> str:
+    """Check ``path`` against ``md5``; on mismatch move it aside to ``<dest or path>.bad-md5`` and raise.
+
+    ``dest`` names the file the user knows (a download's final name while ``path`` is its ``.part``)
+    and ``source`` the URL it came from, for the message.
+    """
     path = Path(path)
+    shown = Path(dest) if dest is not None else path
     actual = md5sum(path)
     if actual != md5.lower():
-        bad = bad_md5_path(path)
+        bad = bad_md5_path(shown)
         os.replace(path, bad)
+        origin = f" (downloaded from {source})" if source else ""
         raise DataSourceError(
-            f"{path}: MD5 {actual} does not match the expected {md5}; the file is corrupt or "
+            f"{shown}{origin}: MD5 {actual} does not match the expected {md5}; the file is corrupt or "
             f"not the official one. It was moved aside to {bad} and not extracted: delete it and "
             f"download again (or use a mirror that serves the official file)."
         )
@@ -209,15 +215,7 @@ def download_file(url: str, dest: Path, md5: str, *, timeout: float = DEFAULT_TI
 
     if not part.is_file():
         raise DataSourceError(f"download of {url} produced no file at {part}")
-    actual = md5sum(part)
-    if actual != md5.lower():
-        bad = bad_md5_path(dest)
-        os.replace(part, bad)
-        raise DataSourceError(
-            f"{dest}: downloaded from {url}, MD5 {actual} does not match the expected {md5}. "
-            f"The file was moved aside to {bad} and not extracted: delete it and download again, "
-            f"or use a mirror that serves the official file."
-        )
+    verify_md5(part, md5, dest=dest, source=url)
     os.replace(part, dest)
     return dest
 
