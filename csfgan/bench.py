@@ -31,7 +31,10 @@ VOCAB_SIZE = 5450  # about CUB's; the text encoder's FLOPs barely depend on it
 
 
 def _best_rate(fn, flop: float, seconds: float) -> float:
-    for _ in range(3):
+    # Warm up by time, not by calls: oneDNN's primitive cache and the core's clock need a moment,
+    # and a cold short run read a third of the steady rate.
+    warm = time.perf_counter() + seconds / 2
+    while time.perf_counter() < warm:
         fn()
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -41,7 +44,7 @@ def _best_rate(fn, flop: float, seconds: float) -> float:
     return best
 
 
-def peak_gflops(dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> dict[str, float]:
+def peak_gflops(dtype: torch.dtype = torch.float32, seconds: float = 2.0) -> dict[str, float]:
     """Dense GEMM GFLOP/s with the current thread count, through both of torch's CPU kernel libraries.
 
     ``blas``: a square matmul (MKL or OpenBLAS). ``onednn``: a 3×3 convolution, the implicit GEMM every
