@@ -204,10 +204,13 @@ def dag_stage_times(benchmarks: Path = Path("benchmarks")) -> dict[str, dict[str
 
 
 def run_bench(scales: list[str], *, variant: str = "full", batch: int | None = None, steps: int = 5,
-              data: Path | None = None, benchmarks: Path = Path("benchmarks")) -> dict[str, Any]:
+              data: Path | None = None, benchmarks: Path = Path("benchmarks"),
+              cpu_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``cpu_settings``: what ``csfgan.runtime.configure_cpu`` set for this process, recorded as is."""
     fp32, bf16 = peak_gflops(torch.float32), peak_gflops(torch.bfloat16)
     out: dict[str, Any] = {
         "torch_threads": torch.get_num_threads(),
+        "cpu_settings": cpu_settings,
         "matmul_peak_gflops_fp32": fp32["peak"],
         "matmul_peak_gflops_bf16": bf16["peak"],
         "peak_by_library": {"fp32": fp32, "bf16": bf16},

@@ -7,7 +7,6 @@ optional dependency of one step does not break the others.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -15,27 +14,24 @@ SYNTHETIC = ("synth-birds", "synth-flowers")
 REAL = ("cub", "oxford102")
 
 
-def _threads(n: int | None) -> int:
-    return max(1, n or os.cpu_count() or 1)
-
-
 def cmd_prepare(args: argparse.Namespace) -> int:
     from csfgan.config import load_scale
+    from csfgan.runtime import default_threads
 
     scale = load_scale(args.scale)
     out = Path(args.out or f"data/prepared/{args.dataset}")
     if args.dataset in SYNTHETIC:
         from csfgan.data.synthetic import prepare_synthetic
 
-        prepare_synthetic(args.dataset, out, scale, workers=_threads(args.workers))
+        prepare_synthetic(args.dataset, out, scale, workers=default_threads(args.workers))
     elif args.dataset == "cub":
         from csfgan.data.cub import prepare_cub
 
-        prepare_cub(out, scale, Path(args.downloads), _captions(args), workers=_threads(args.workers))
+        prepare_cub(out, scale, Path(args.downloads), _captions(args), workers=default_threads(args.workers))
     elif args.dataset == "oxford102":
         from csfgan.data.oxford102 import prepare_oxford102
 
-        prepare_oxford102(out, scale, Path(args.downloads), _captions(args), workers=_threads(args.workers))
+        prepare_oxford102(out, scale, Path(args.downloads), _captions(args), workers=default_threads(args.workers))
     if args.preview:
         from csfgan.report.preview import contact_sheet
 
@@ -67,14 +63,13 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain_text(args: argparse.Namespace) -> int:
-    import torch
-
     from csfgan.config import load_scale
     from csfgan.damsm import pretrain_text
+    from csfgan.runtime import configure_cpu, default_threads
 
-    torch.set_num_threads(_threads(args.threads))
+    configure_cpu(args.threads)
     metrics = pretrain_text(Path(args.data), load_scale(args.scale), Path(args.out), seed=args.seed,
-                            workers=_threads(args.threads))
+                            workers=default_threads(args.threads))
     print(f"R-precision on the test split: {metrics['r_precision']:.3f} (chance {metrics['chance']:.3f})")
     return 0
 
@@ -100,11 +95,10 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
+    from csfgan.runtime import configure_cpu
     from csfgan.train import train
 
-    torch.set_num_threads(_threads(args.threads))
+    configure_cpu(args.threads)
     final = train(Path(args.data), Path(args.text_encoder), args.variant, args.scale, Path(args.out),
                   seed=args.seed, overrides=args.set, device=args.device, steps=args.stop_at)
     print(f"run in {args.out}" + (f"; final checkpoint {final}" if final.is_file() else " (stopped early)"))
@@ -112,11 +106,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
     from csfgan.evaluate import evaluate
+    from csfgan.runtime import configure_cpu
 
-    torch.set_num_threads(_threads(args.threads))
+    configure_cpu(args.threads)
     m = evaluate(Path(args.run), Path(args.out) if args.out else None, device=args.device)
     print(f"FID ({m['fid_features']} features) {m['fid']:.3f}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  "
           f"R-precision {m['r_precision']:.3f}")
@@ -147,11 +140,10 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    import torch
-
     from csfgan.report.figures import make_figures
+    from csfgan.runtime import configure_cpu
 
-    torch.set_num_threads(_threads(args.threads))
+    configure_cpu(args.threads)
     for path in make_figures(_workflow_config(args.config), args.dataset, Path(args.out), seed=args.seed):
         print(f"wrote {path}")
     return 0
@@ -168,14 +160,14 @@ def cmd_curves(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    import torch
-
     from csfgan.bench import run_bench
     from csfgan.io import write_json
+    from csfgan.runtime import configure_cpu
 
-    torch.set_num_threads(_threads(args.threads))
+    cpu_settings = configure_cpu(args.threads)
     result = run_bench(args.scales, variant=args.variant, batch=args.batch, steps=args.steps,
-                       data=Path(args.data) if args.data else None, benchmarks=Path(args.benchmarks))
+                       data=Path(args.data) if args.data else None, benchmarks=Path(args.benchmarks),
+                       cpu_settings=cpu_settings)
     write_json(Path(args.out), result)
     print(json.dumps(result, indent=2))
     return 0

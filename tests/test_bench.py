@@ -1,6 +1,7 @@
 """`csfgan bench` runs at the smoke scale and reports every field (no timing is asserted)."""
 
 import json
+import platform
 
 from csfgan.cli import main
 
@@ -15,6 +16,8 @@ def test_bench_smoke_has_every_field(smoke_pipeline, tmp_path):
     result = json.loads(out.read_text())
     assert result["matmul_peak_gflops_fp32"] > 0 and result["matmul_peak_gflops_bf16"] > 0
     assert result["peak_rss_mb"] > 0
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert result["cpu_settings"] == {"torch_threads": 1, "malloc_keeps_freed_memory": glibc}
     for dtype in ("fp32", "bf16"):  # the peak is the best of the two kernel libraries
         by_lib = result["peak_by_library"][dtype]
         assert by_lib["peak"] == max(by_lib["blas"], by_lib["onednn"]) == result[f"matmul_peak_gflops_{dtype}"]
