@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", nargs="+", default=["default", "paper"])
     p.add_argument("--variant", default="full")
     p.add_argument("--batch", type=int, default=None, help="default: the scale's (2 at 256 px)")
-    p.add_argument("--steps", type=int, default=5, help="timed repetitions")
+    p.add_argument("--steps", type=int, default=10, help="timed repetitions (the median is reported)")
     p.add_argument("--data", default="data/prepared/synth-birds",
                    help="prepared data for the data-loading share ('' to skip)")
     p.add_argument("--benchmarks", default="benchmarks", help="the DAG's benchmark folder")

@@ -120,6 +120,9 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 64
+    # bf16 autocast for the generator's forward in evaluation, figures and `csfgan inpaint` (the text
+    # encoder and the metric networks stay fp32). Known pixels are composited in fp32 either way.
+    amp: bool = False
     caption_seed: int = 1234
     # Inception weights for FID (torch-fidelity format); None = torch cache, else DAMSM features.
     inception_weights_path: str | None = None

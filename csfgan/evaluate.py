@@ -47,10 +47,18 @@ INFERENCE_MEMORY_FORMAT = torch.channels_last
 
 @torch.inference_mode()
 def inference_forward(generator: Generator, image: torch.Tensor, mask: torch.Tensor, sent: torch.Tensor,
-                      words: torch.Tensor, word_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The generator's forward as evaluation runs it (the generator already in INFERENCE_MEMORY_FORMAT)."""
+                      words: torch.Tensor, word_mask: torch.Tensor, *, amp: bool = False,
+                      ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The generator's forward as evaluation runs it (the generator already in INFERENCE_MEMORY_FORMAT).
+
+    ``amp`` (``eval.amp``): convolutions in bf16 autocast. The raw output then carries bf16's 8-bit
+    mantissa, while ``image · (1 − M)`` stays fp32, so the known pixels of the composite are exact.
+    """
     fmt = INFERENCE_MEMORY_FORMAT
-    return generator(image.contiguous(memory_format=fmt), mask.contiguous(memory_format=fmt), sent, words, word_mask)
+    with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=amp):
+        raw, composite, aux = generator(image.contiguous(memory_format=fmt), mask.contiguous(memory_format=fmt),
+                                        sent, words, word_mask)
+    return raw.float(), composite.float(), aux
 
 
 class InpaintingModel:
@@ -92,7 +100,7 @@ class InpaintingModel:
         dev = self.device
         words, sent = self.text_encoder(tokens.to(dev), lengths.to(dev))
         _, composite, aux = inference_forward(self.generator, image.to(dev), mask.to(dev), sent, words,
-                                              padding_mask(tokens.to(dev)))
+                                              padding_mask(tokens.to(dev)), amp=self.cfg.eval.amp)
         return composite.contiguous(), aux
 
 

@@ -334,3 +334,48 @@ def test_inference_layout_gives_the_same_output():
     _, got, aux = inference_forward(gen, *x)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert aux["word_attention"]
+
+
+def test_bf16_inference_keeps_known_pixels_exact():
+    """eval.amp: convolutions in bf16; the hole carries bf16 rounding, the known pixels none."""
+    from csfgan.evaluate import INFERENCE_MEMORY_FORMAT, inference_forward
+
+    cfg = smoke()
+    # Default initialisation: randomise_'s weights saturate tanh, where bf16 rounding can flip a sign.
+    gen = Generator(cfg).eval()
+    image, mask, *text = inputs(cfg)
+    gen.to(memory_format=INFERENCE_MEMORY_FORMAT)
+    torch.manual_seed(3)
+    raw32, fp32, _ = inference_forward(gen, image, mask, *text)
+    torch.manual_seed(3)
+    raw16, bf16, _ = inference_forward(gen, image, mask, *text, amp=True)
+    assert bf16.dtype == raw16.dtype == torch.float32
+    known = mask.expand_as(image) == 0
+    assert torch.equal(bf16[known], image[known])
+    hole = ~known
+    assert not torch.equal(bf16[hole], fp32[hole])  # the convolutions really ran in bf16
+    # bf16 keeps 8 bits of mantissa: a few 1/256 steps of error on an output in [-1, 1].
+    assert (bf16[hole] - fp32[hole]).abs().max() < 0.02
+    assert torch.equal(fp32[hole], raw32[hole.expand_as(raw32)])
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 3, 4])
+@pytest.mark.parametrize("side", [2, 7, 8, 9, 32])
+def test_dilated_strided_conv_equals_nn_conv2d(dilation, side):
+    """The subsampled form computes the same outputs and input gradients as the plain convolution."""
+    from csfgan.models.generator import DilatedStridedConv2d
+
+    for padding in (dilated_padding(dilation), 0, 1):
+        torch.manual_seed(0)
+        fast = DilatedStridedConv2d(3, 5, 4, stride=2, padding=padding, dilation=dilation)
+        plain = torch.nn.Conv2d(3, 5, 4, stride=2, padding=padding, dilation=dilation)
+        plain.load_state_dict(fast.state_dict())
+        x = torch.randn(2, 3, side, side + 1, dtype=torch.float64, requires_grad=True)
+        try:
+            expected = plain.double()(x)
+        except RuntimeError:  # the kernel does not fit this input at all
+            continue
+        got = fast.double()(x)
+        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(torch.autograd.grad(got.square().sum(), x)[0],
+                                   torch.autograd.grad(expected.square().sum(), x)[0])

@@ -29,6 +29,7 @@ batch of at least 2; eval mode uses running statistics and works on a single ima
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from csfgan.config import ScaleConfig
@@ -50,6 +51,34 @@ def dilated_padding(dilation: int) -> int:
     return (3 * dilation) // 2
 
 
+class DilatedStridedConv2d(nn.Conv2d):
+    """A strided, dilated convolution computed only on the input pixels it reads.
+
+    With stride s and a dilation d that is a multiple of s, every tap lands on ``s·o + d·k − p``, which
+    is ``−p`` modulo s: the kernel never sees the other (s² − 1)/s² of the input. Taking those pixels
+    first (``x[..., r::s, r::s]``) turns the layer into a stride-1 convolution with dilation d/s on a
+    quarter of the data, the same sums of the same products (tests compare it with ``nn.Conv2d`` for
+    d = 1 to 4). The encoder's d = s = 2 layer then trains 2–3× faster on a CPU, where oneDNN's
+    dilated-and-strided backward kernel is slow. Otherwise (d not a multiple of s) it is ``nn.Conv2d``.
+    Parameters and state-dict keys are ``nn.Conv2d``'s.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        (s, _), (d, _), (p, _), (k, _) = self.stride, self.dilation, self.padding, self.kernel_size
+        if d % s or len(set(self.stride)) > 1 or len(set(self.dilation)) > 1 or len(set(self.padding)) > 1:
+            return super().forward(x)
+        h, w = x.shape[-2:]
+        out_h, out_w = ((n + 2 * p - d * (k - 1) - 1) // s + 1 for n in (h, w))
+        r = -p % s  # the residue every tap lands on
+        q, m = (p + r) // s, d // s  # zero padding before the kept pixels; the remaining dilation
+        y = x[:, :, r::s, r::s]
+        # After the last kept pixel: enough zeros for the last output's taps (none if they stop short).
+        pad_h, pad_w = (max(0, o - 1 + m * (k - 1) - q - (n - 1))
+                        for o, n in zip((out_h, out_w), y.shape[-2:], strict=True))
+        y = F.pad(y, (q, pad_w, q, pad_h))
+        return F.conv2d(y, self.weight, self.bias, dilation=m)[:, :, :out_h, :out_w]
+
+
 class EncoderLayer(nn.Module):
     """3×3 conv → BN → LeakyReLU → 4×4 dilated stride-2 conv, then (norm or fusion) → LeakyReLU."""
 
@@ -59,7 +88,7 @@ class EncoderLayer(nn.Module):
             nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(
+            DilatedStridedConv2d(
                 out_channels,
                 out_channels,
                 4,
