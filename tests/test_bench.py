@@ -27,6 +27,7 @@ def test_bench_smoke_has_every_field(smoke_pipeline, tmp_path):
         assert smoke["gflop_per_image"][component] > 0, component
     assert smoke["train_precision"] == "fp32" and smoke["inference_precision"] == "fp32"
     assert smoke["train_mfu_vs_precision_peak"] == smoke["train_mfu"]  # fp32 training: the same peak
+    assert smoke["inference_mfu_vs_precision_peak"] == smoke["inference_mfu"]
     for key in ("train_images_per_s", "train_mfu", "inference_images_per_s", "inference_mfu",
                 "train_step_gflop_per_image", "inference_gflop_per_image"):
         assert smoke[key] > 0, key

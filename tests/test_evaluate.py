@@ -31,6 +31,7 @@ def test_evaluate_writes_metrics_images_and_captions(finished_run):
         assert np.isfinite(m[key]), key
     assert m["fid_features"] == "damsm-image-encoder"  # no Inception weights here: named, not hidden
     assert m["test_images"] == 100 and m["step"] == 4
+    assert m["inference_precision"] == "fp32"  # the smoke scale leaves eval.amp off
     assert 0 <= m["attribute_accuracy"] <= 1 and m["attribute_mentions"] > 0
     images = sorted((finished_run / "eval" / "images").glob("*.png"))
     assert len(images) == 100 and Image.open(images[0]).size == (32, 32)
@@ -38,6 +39,29 @@ def test_evaluate_writes_metrics_images_and_captions(finished_run):
     assert len(captions) == 100 and all(c["caption"] for c in captions)
     again = evaluate(finished_run, progress=False, save_images=False)
     assert again["fid"] == pytest.approx(m["fid"]) and again["psnr"] == m["psnr"]  # seeded: reproducible
+
+
+def test_eval_amp_runs_the_generator_in_bf16(finished_run):
+    """eval.amp reaches the generator: the hole changes by bf16 rounding, the known pixels not at all."""
+    import torch
+
+    from csfgan.data.dataset import InpaintingDataset
+    from csfgan.data.prepared import PreparedData
+    from csfgan.evaluate import InpaintingModel
+
+    model = InpaintingModel(finished_run / "final.pt")
+    test = InpaintingDataset(PreparedData(model.run["data"]), "test", captions="seeded", seed=0)
+    b = test.batch(np.arange(8))
+    outputs = {}
+    for amp in (False, True):
+        model.cfg.eval.amp = amp
+        torch.manual_seed(0)
+        outputs[amp] = model.inpaint(b["image"], b["mask"], b["tokens"], b["length"])[0]
+    known = b["mask"].expand_as(b["image"]) == 0
+    assert torch.equal(outputs[True][known], outputs[False][known])
+    assert torch.equal(outputs[True][known], b["image"][known])
+    diff = (outputs[True] - outputs[False])[~known].abs()
+    assert 0 < diff.max() < 0.05
 
 
 def test_failed_evaluate_keeps_earlier_results(finished_run, monkeypatch):

@@ -180,6 +180,7 @@ def test_provenance_notes_in_md_and_tex(measured):
             assert "DAMSM features" in text
             assert "Perceptual loss on the DAMSM image encoder" in text
             assert "scale 'smoke' (32 px" in text
+            assert "Generator run in fp32 for evaluation" in text  # metrics without the field: fp32
         assert "mean ± 95% CI" in md and r"mean $\pm$ 95\% CI" in tex
     assert "FID (DAMSM features) ↓" in _read(root, "table3.md")
     assert "scale 'smoke'" in _read(root, "table2.md") and "Perceptual loss" in _read(root, "table2.tex")
@@ -229,6 +230,19 @@ def test_features_disagreement_is_said(tmp_path, variants):
     assert "FID (mixed features, see notes)" in t3.markdown()
     assert "DISAGREE on FID features" in t3.markdown()
     assert "synth-birds/full/seed0" in t3.markdown()
+
+
+def test_evaluation_precision_disagreement_is_said(tmp_path, variants):
+    root = tmp_path / "w"
+    root.mkdir()
+    config = _config(root, seeds=(0,))
+    _write_metrics(root, config, inference_precision="bf16")
+    assert "Generator run in bf16 for evaluation" in build_tables(config, root)["table3"].markdown()
+    m = root / "results/runs/synth-birds/full/seed0/metrics.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), "inference_precision": "fp32"}))
+    md = build_tables(config, root)["table3"].markdown()
+    assert "DISAGREE on the generator's precision in evaluation: bf16 for" in md
+    assert "fp32 for synth-birds/full/seed0" in md
 
 
 def test_missing_metrics_names_the_file(tmp_path, variants):

@@ -386,13 +386,15 @@ def _provenance_notes(runs: Runs, keys: list[tuple[str, str]], fid: bool = True)
     notes = [
         f"Measured at scale '{cfg.name}' ({cfg.resolution} px, {cfg.train.steps} steps at batch "
         f"{cfg.train.batch_size}, lr {cfg.train.lr:g}, {cfg.data.mask} hole of {cfg.data.hole_fraction:g} of the "
-        f"side) over seed(s) {seeds}: "
+        f"side, {'bf16' if cfg.train.amp else 'fp32'} training) over seed(s) {seeds}: "
         + ("mean ± 95% CI over seeds (Student t, t(0.975, n-1)·sd/√n)." if n > 1
            else "n=1 seed per row, so means only, no confidence interval."),
     ]
-    by: dict[str, dict[str, list[str]]] = {"fid_features": {}, "perceptual_source": {}, "scale": {}}
+    by: dict[str, dict[str, list[str]]] = {"fid_features": {}, "perceptual_source": {}, "scale": {},
+                                           "inference_precision": {}}
     for d, name in keys:
         for s, m in zip(p.seeds, runs.seeds(d, name), strict=True):
+            m = {"inference_precision": "fp32", **m}  # metrics from before eval.amp existed: fp32
             for key in by:
                 by[key].setdefault(str(m.get(key)), []).append(f"{d}/{name}/seed{s}")
     if fid:
@@ -413,6 +415,12 @@ def _provenance_notes(runs: Runs, keys: list[tuple[str, str]], fid: bool = True)
         notes.append("Runs DISAGREE on the perceptual network: " + "; ".join(
             f"{perceptual_label(None if s == 'None' else s)} for {', '.join(r)}" for s, r in sorted(percs.items()))
             + ".")
+    precisions = by["inference_precision"]
+    if len(precisions) == 1:
+        notes.append(f"Generator run in {next(iter(precisions))} for evaluation (eval.amp); metric networks in fp32.")
+    else:
+        notes.append("Runs DISAGREE on the generator's precision in evaluation: " + "; ".join(
+            f"{prec} for {', '.join(r)}" for prec, r in sorted(precisions.items())) + ".")
     scales = by["scale"]
     if len(scales) > 1 or next(iter(scales), cfg.name) != cfg.name:
         notes.append("Runs were measured at scale(s) " + "; ".join(
