@@ -104,7 +104,7 @@ class _Inputs:
         self.tokens[:, 12:] = 0
 
 
-def bench_scale(scale: str, variant: str = "full", *, batch: int | None = None, steps: int = 5,
+def bench_scale(scale: str, variant: str = "full", *, batch: int | None = None, steps: int = 10,
                 peaks: dict[str, float] | None = None) -> dict[str, Any]:
     """Rates of the training step as ``csfgan train`` runs it (the scale's precision) and of inference
     as ``csfgan evaluate`` runs it; MFU against the fp32 peak and against the peak of the precision used."""
@@ -214,7 +214,7 @@ def dag_stage_times(benchmarks: Path = Path("benchmarks")) -> dict[str, dict[str
     return stages
 
 
-def run_bench(scales: list[str], *, variant: str = "full", batch: int | None = None, steps: int = 5,
+def run_bench(scales: list[str], *, variant: str = "full", batch: int | None = None, steps: int = 10,
               data: Path | None = None, benchmarks: Path = Path("benchmarks"),
               cpu_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """``cpu_settings``: what ``csfgan.runtime.configure_cpu`` set for this process, recorded as is."""
