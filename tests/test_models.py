@@ -379,3 +379,17 @@ def test_dilated_strided_conv_equals_nn_conv2d(dilation, side):
         torch.testing.assert_close(got, expected)
         torch.testing.assert_close(torch.autograd.grad(got.square().sum(), x)[0],
                                    torch.autograd.grad(expected.square().sum(), x)[0])
+
+
+@pytest.mark.parametrize("options", [{"groups": 3}, {"padding_mode": "reflect"}, {"padding": (3, 1)}])
+def test_dilated_strided_conv_other_settings_equal_nn_conv2d(options):
+    """Groups go through the fast path; reflect padding and unequal padding take nn.Conv2d's forward."""
+    from csfgan.models.generator import DilatedStridedConv2d
+
+    kwargs = {"stride": 2, "dilation": 2, "padding": 3, **options}
+    torch.manual_seed(0)
+    fast = DilatedStridedConv2d(6, 6, 4, **kwargs)
+    plain = torch.nn.Conv2d(6, 6, 4, **kwargs)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 6, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(fast.double()(x), plain.double()(x))
