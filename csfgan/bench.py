@@ -127,8 +127,8 @@ def bench_scale(scale: str, variant: str = "full", *, batch: int | None = None, 
     opt_d = torch.optim.Adam(list(models.discriminator_parameters()), lr=t.lr, betas=(t.beta1, t.beta2))
 
     amp = training_precision(cfg, torch.device("cpu"))
-    train_dtype = "bf16" if cfg.train.amp else "fp32"
-    infer_dtype = "bf16" if cfg.eval.amp else "fp32"
+    train_dtype = cfg.train.precision
+    infer_dtype = cfg.eval.precision
 
     def step():
         training_step(models, loss_fn, opt_g, opt_d, x.image, x.mask, words, sent, word_mask, amp=amp)

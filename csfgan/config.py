@@ -99,8 +99,17 @@ class LossConfig:
     perceptual_fallback: str = "damsm-image-encoder"
 
 
+class _Precision:
+    amp: bool
+
+    @property
+    def precision(self) -> str:
+        """The precision ``amp`` selects, as runs, metrics and tables record it."""
+        return "bf16" if self.amp else "fp32"
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(_Precision):
     batch_size: int = 16
     steps: int = 100_000
     lr: float = 2e-4
@@ -118,7 +127,7 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(_Precision):
     batch_size: int = 64
     # bf16 autocast for the generator's forward in evaluation, figures and `csfgan inpaint` (the text
     # encoder and the metric networks stay fp32). Known pixels are composited in fp32 either way.

@@ -170,7 +170,7 @@ def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_s
         "overrides": model.run.get("overrides", []), "step": model.checkpoint["step"],
         "train_seconds": model.checkpoint.get("train_seconds"),
         "perceptual_source": model.run.get("perceptual_source"),
-        "caption_seed": cfg.eval.caption_seed, "inference_precision": "bf16" if cfg.eval.amp else "fp32",
+        "caption_seed": cfg.eval.caption_seed, "inference_precision": cfg.eval.precision,
         "eval_seconds": round(time.perf_counter() - started, 2),
         "provenance": provenance(),
     })

@@ -386,7 +386,7 @@ def _provenance_notes(runs: Runs, keys: list[tuple[str, str]], fid: bool = True)
     notes = [
         f"Measured at scale '{cfg.name}' ({cfg.resolution} px, {cfg.train.steps} steps at batch "
         f"{cfg.train.batch_size}, lr {cfg.train.lr:g}, {cfg.data.mask} hole of {cfg.data.hole_fraction:g} of the "
-        f"side, {'bf16' if cfg.train.amp else 'fp32'} training) over seed(s) {seeds}: "
+        f"side, {cfg.train.precision} training) over seed(s) {seeds}: "
         + ("mean ± 95% CI over seeds (Student t, t(0.975, n-1)·sd/√n)." if n > 1
            else "n=1 seed per row, so means only, no confidence interval."),
     ]
