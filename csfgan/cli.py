@@ -65,11 +65,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_pretrain_text(args: argparse.Namespace) -> int:
     from csfgan.config import load_scale
     from csfgan.damsm import pretrain_text
-    from csfgan.runtime import configure_cpu, default_threads
+    from csfgan.runtime import configure_cpu
 
-    configure_cpu(args.threads)
+    threads = configure_cpu(args.threads)["torch_threads"]
     metrics = pretrain_text(Path(args.data), load_scale(args.scale), Path(args.out), seed=args.seed,
-                            workers=default_threads(args.threads))
+                            workers=threads)
     print(f"R-precision on the test split: {metrics['r_precision']:.3f} (chance {metrics['chance']:.3f})")
     return 0
 
