@@ -100,7 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     configure_cpu(args.threads)
     final = train(Path(args.data), Path(args.text_encoder), args.variant, args.scale, Path(args.out),
-                  seed=args.seed, overrides=args.set, device=args.device, steps=args.stop_at)
+                  seed=args.seed, overrides=args.set, device=args.device, steps=args.stop_at,
+                  restart=args.restart, on_mismatch=args.on_mismatch)
     print(f"run in {args.out}" + (f"; final checkpoint {final}" if final.is_file() else " (stopped early)"))
     return 0
 
@@ -230,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) at this step; resume later")
+    p.add_argument("--restart", action="store_true",
+                   help="discard what --out holds (checkpoints, final.pt, stats, samples, metrics, eval; it says "
+                        "so first) and start fresh")
+    p.add_argument("--on-mismatch", choices=("error", "restart"), default="error",
+                   help="when --out holds a run that differs in config, variant, seed, text encoder (sha256), "
+                        "prepared data (manifest sha256), world size or perceptual network: 'error' refuses and "
+                        "names what differs, 'restart' discards it and starts fresh; a matching run resumes "
+                        "(or, finished, is left as it is) either way")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="inpaint the test split of a finished run and measure", formatter_class=fmt)

@@ -8,7 +8,6 @@ against the dataset and config it is used with.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from contextlib import contextmanager
@@ -50,7 +49,7 @@ def _threads(n: int):
 
 
 def _manifest_sha(data: PreparedData) -> str:
-    return hashlib.sha256((data.root / "manifest.json").read_bytes()).hexdigest()
+    return data.manifest_sha256
 
 
 def _check_data(data: PreparedData, scale: ScaleConfig) -> None:

@@ -113,6 +113,25 @@ def fid_cache_dir(data: PreparedData) -> Path:
     return data.root.parent / ".fid-cache"
 
 
+def _check_data_identity(checkpoint: Path, record: dict[str, Any], data: PreparedData) -> None:
+    """The prepared data must be the data the run was trained on, not a re-preparation at the same path."""
+    recorded = record.get("data_manifest_sha256")
+    if recorded is not None:
+        same = recorded == data.manifest_sha256
+    elif record.get("data_manifest") is not None:  # runs recorded before the manifest's sha256
+        same = record["data_manifest"] == data.manifest
+    else:
+        raise CheckpointError(f"{checkpoint} records no data identity (made by an older csfgan): train it again")
+    if not same:
+        then = {k: v.get("count") for k, v in (record.get("data_manifest") or {}).get("splits", {}).items()}
+        now = {k: v.get("count") for k, v in data.manifest.get("splits", {}).items()}
+        counts = f" (images per split: trained on {then}, now {now})" if then != now else ""
+        raise CheckpointError(
+            f"{data.root} is not the prepared data {checkpoint} was trained on: its manifest changed since"
+            f"{counts}. Prepare it again as it was, or train the run again on this data (csfgan train --restart)"
+        )
+
+
 def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_size: int | None = None,
              save_images: bool = True, progress: bool = True) -> dict[str, Any]:
     run = Path(run)
@@ -123,6 +142,7 @@ def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_s
     data = PreparedData(Path(model.run["data"]))
     if data.vocab != model.vocab:
         raise CheckpointError(f"{run}/final.pt was trained with another vocabulary than {data.root}")
+    _check_data_identity(run / "final.pt", model.run, data)
     test = InpaintingDataset(data, "test", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
                              captions="seeded", seed=cfg.eval.caption_seed)
     n = len(test)

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from csfgan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from csfgan.checkpoint import load_checkpoint, save_checkpoint
 from csfgan.config import ScaleConfig, apply_variant, load_scale, load_variant, to_dict
 from csfgan.damsm import load_text_encoder
 from csfgan.data.dataset import InpaintingDataset
@@ -44,6 +45,7 @@ from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscrimin
 from csfgan.models.generator import Generator
 from csfgan.models.text import padding_mask
 from csfgan.provenance import file_sha256, provenance
+from csfgan.resume import ON_MISMATCH, discard_run, identity_differences, mismatch_error, truncate_stats
 
 GENERATOR_KIND = "csfgan-generator"
 STATE_KIND = "csfgan-training-state"
@@ -154,7 +156,7 @@ def _check_finite(values: dict[str, torch.Tensor], step: int, which: str) -> Non
     if bad:
         raise TrainingDiverged(
             f"step {step}: non-finite {which} loss terms {bad}; stopped before updating, the last good "
-            f"checkpoint is kept. Lower train.lr or enable gradient-friendly settings and resume."
+            f"checkpoint is kept."
         )
 
 
@@ -239,13 +241,86 @@ def train(
     device: str = "auto",
     steps: int | None = None,
     progress: bool = True,
+    restart: bool = False,
+    on_mismatch: str = "error",
 ) -> Path:
     """Train (or resume) a run in ``out``; returns the path of ``final.pt``.
 
     ``steps`` stops early at that step count (a checkpoint is written there), for interruption tests
-    and for splitting long jobs; the run resumes from it on the next call.
+    and for splitting long jobs; the run resumes from it on the next call. A run resumes only when
+    its identity (:mod:`csfgan.resume`) matches; ``restart`` discards what ``out`` holds first, and
+    ``on_mismatch="restart"`` does so only when the identity differs.
     """
-    out = Path(out)
+    if on_mismatch not in ON_MISMATCH:
+        raise UserError(f"on_mismatch {on_mismatch!r}: expected one of {', '.join(ON_MISMATCH)}")
+    try:
+        return _train_locked(data, text_encoder, variant, scale, Path(out), seed=seed, overrides=overrides,
+                             device=device, steps=steps, progress=progress, restart=restart,
+                             on_mismatch=on_mismatch)
+    except TrainingDiverged as exc:
+        raise TrainingDiverged(f"{exc} {_divergence_advice(data, text_encoder, variant, scale, out, seed, overrides)}"
+                               ) from exc
+
+
+def _divergence_advice(data, text_encoder, variant: str, scale: str, out, seed: int, overrides) -> str:
+    """The command that starts the run again with half the learning rate.
+
+    Resuming with the same settings repeats the same steps, and resuming with another learning
+    rate would give weights that neither config describes; a lower rate is another run.
+    """
+    import shlex
+
+    lr = resolve_config(scale, variant, overrides)[0].train.lr
+    kept = [o for o in overrides or [] if o.split("=", 1)[0].strip() != "train.lr"]
+    argv = ["csfgan", "train", "--data", str(data), "--text-encoder", str(text_encoder), "--variant", variant,
+            "--scale", scale, "--seed", str(seed), "--out", str(out)]
+    for item in [*kept, f"train.lr={lr / 2:g}"]:
+        argv += ["--set", item]
+    argv.append("--restart")
+    return f"A lower learning rate is another run; start it again: {shlex.join(argv)}"
+
+
+def _resume_point(out: Path, record: dict, restart: bool, on_mismatch: str, rank: int) -> dict | str | None:
+    """What ``out`` lets this run do: None (start fresh), "finished", or the state dict to resume from."""
+    state_path, final = out / "checkpoints" / "state.pt", out / "final.pt"
+    if restart:
+        if rank == 0:
+            discard_run(out, "--restart")
+        return None
+    if state_path.is_file():
+        where, existing = state_path, load_checkpoint(state_path, STATE_KIND)
+    elif final.is_file():
+        where, existing = final, load_checkpoint(final, GENERATOR_KIND)
+    else:
+        if rank == 0 and (out / "config.json").is_file():
+            # Stopped before its first checkpoint: no weights, only rows and samples of steps to redo.
+            discard_run(out, "no checkpoint to resume from")
+        return None
+    diffs = identity_differences(existing["run"], record)
+    if diffs:
+        if on_mismatch != "restart":
+            raise mismatch_error(out, where, diffs)
+        if rank == 0:
+            discard_run(out, f"--on-mismatch restart, the run differs ({'; '.join(diffs)})")
+        return None
+    return "finished" if final.is_file() else existing
+
+
+def _train_locked(
+    data: Path,
+    text_encoder: Path,
+    variant: str,
+    scale: str,
+    out: Path,
+    *,
+    seed: int,
+    overrides: list[str] | None,
+    device: str,
+    steps: int | None,
+    progress: bool,
+    restart: bool,
+    on_mismatch: str,
+) -> Path:
     cfg, variant_name = resolve_config(scale, variant, overrides)
     rank, world = _distributed()
     dev = _device(device)
@@ -264,6 +339,7 @@ def train(
     record = run.to_json()
     record["data_manifest"] = prepared.manifest
     record["text_encoder_sha256"] = file_sha256(Path(text_encoder))
+    record["data_manifest_sha256"] = prepared.manifest_sha256
     record["world_size"] = world
 
     torch.manual_seed(seed)  # the same initial weights on every rank
@@ -287,12 +363,13 @@ def train(
 
     state_path = out / "checkpoints" / "state.pt"
     step, elapsed = 0, 0.0
-    if state_path.is_file():
-        state = load_checkpoint(state_path, STATE_KIND)
-        if state["run"]["config"] != record["config"] or state["run"]["variant"] != variant_name:
-            raise CheckpointError(
-                f"{state_path} belongs to a run with another config; use another --out or delete {out}"
-            )
+    state = _resume_point(out, record, restart, on_mismatch, rank)
+    if world > 1:
+        dist.barrier()  # rank 0 may have discarded the old run
+    if state == "finished":
+        print(f"csfgan train: {out} already holds this run, finished (final.pt); nothing to do", file=sys.stderr)
+        return out / "final.pt"
+    if state is not None:
         models.load_state_dict(state["models"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
@@ -301,8 +378,8 @@ def train(
         if dev.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
         step, elapsed = state["step"], state["elapsed"]
-    elif (out / "final.pt").is_file():
-        raise CheckpointError(f"{out} already holds a finished run (final.pt); use another --out or delete it")
+        if rank == 0:
+            truncate_stats(out / "stats.jsonl", step)
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

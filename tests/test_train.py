@@ -46,13 +46,13 @@ def test_resume_gives_the_same_weights(smoke_pipeline, tmp_path):
 def test_finished_run_is_not_overwritten(smoke_pipeline, tmp_path):
     _train(smoke_pipeline, tmp_path / "run")
     (tmp_path / "run" / "checkpoints" / "state.pt").unlink()
-    with pytest.raises(CheckpointError, match="already holds a finished run"):
-        _train(smoke_pipeline, tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"final.pt belongs to another run .*loss.edge"):
+        _train(smoke_pipeline, tmp_path / "run", overrides=["loss.edge=0.3"])
 
 
 def test_resume_refuses_another_config(smoke_pipeline, tmp_path):
     _train(smoke_pipeline, tmp_path / "run", steps=2)
-    with pytest.raises(CheckpointError, match="another config"):
+    with pytest.raises(CheckpointError, match="belongs to another run"):
         _train(smoke_pipeline, tmp_path / "run", overrides=["loss.edge=0.1"])
 
 

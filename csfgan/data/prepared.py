@@ -273,6 +273,13 @@ class PreparedData:
     def max_words(self) -> int:
         return int(self.manifest["max_words"])
 
+    @property
+    def manifest_sha256(self) -> str:
+        """The data's identity: the manifest records the config, counts and vocabulary size it was made with."""
+        import hashlib
+
+        return hashlib.sha256((self.root / "manifest.json").read_bytes()).hexdigest()
+
     def split(self, name: str) -> PreparedSplit:
         if name not in self._splits:
             directory = self.root / name
