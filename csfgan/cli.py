@@ -16,10 +16,21 @@ REAL = ("cub", "oxford102")
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from csfgan.config import load_scale
-    from csfgan.runtime import default_threads
+    from csfgan.io import remove_stale_temporaries
+    from csfgan.lock import command_line, output_lock
 
     scale = load_scale(args.scale)
     out = Path(args.out or f"data/prepared/{args.dataset}")
+    with output_lock(out, command_line()):
+        remove_stale_temporaries(out.parent, (out.name,))
+        _prepare_locked(args, scale, out)
+    print(f"prepared {args.dataset} at {out}")
+    return 0
+
+
+def _prepare_locked(args: argparse.Namespace, scale, out: Path) -> None:
+    from csfgan.runtime import default_threads
+
     if args.dataset in SYNTHETIC:
         from csfgan.data.synthetic import prepare_synthetic
 
@@ -36,8 +47,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         from csfgan.report.preview import contact_sheet
 
         contact_sheet(out, Path(args.preview))
-    print(f"prepared {args.dataset} at {out}")
-    return 0
 
 
 def _captions(args: argparse.Namespace) -> Path | None:
@@ -295,12 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from csfgan.errors import USER_ERRORS
 
+    from csfgan.signals import exit_status, interruptible
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with interruptible():
+            return args.func(args)
     except USER_ERRORS as exc:
         print(f"csfgan {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        what, status = exit_status(exc)
+        print(f"csfgan {args.command}: stopped by {what}; partial output removed, finished outputs kept",
+              file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

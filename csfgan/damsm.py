@@ -20,12 +20,14 @@ import torch
 from tqdm import tqdm
 
 import csfgan
+from csfgan.checkpoint import safe_torch_load
 from csfgan.config import ScaleConfig, TextConfig, from_dict
 from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData, PreparedDataError
 from csfgan.data.text import Vocabulary
 from csfgan.errors import UserError
-from csfgan.io import atomic_path, write_json
+from csfgan.io import atomic_path, remove_stale_temporaries, write_json
+from csfgan.lock import command_line, output_lock
 from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_precision, sent_loss, words_loss
 from csfgan.models.text import TextEncoder, padding_mask
 
@@ -70,11 +72,18 @@ def _check_data(data: PreparedData, scale: ScaleConfig) -> None:
 def pretrain_text(data_root: Path, scale: ScaleConfig, out: Path, seed: int = 0, workers: int = 1) -> dict[str, Any]:
     """Pretrain text + image encoders with DAMSM, measure R-precision, write ``out`` and its metrics.
 
-    ``workers`` is the number of CPU threads torch may use. Returns the metrics dict.
+    ``workers`` is the number of CPU threads torch may use. Returns the metrics dict. Holds the lock
+    of ``out`` throughout: one process at a time writes a text encoder.
     """
+    out = Path(out)
+    with output_lock(out, command_line()):
+        remove_stale_temporaries(out.parent, (out.name, metrics_path(out).name))
+        return _pretrain_text_locked(data_root, scale, out, seed, workers)
+
+
+def _pretrain_text_locked(data_root: Path, scale: ScaleConfig, out: Path, seed: int, workers: int) -> dict[str, Any]:
     data = PreparedData(Path(data_root))
     _check_data(data, scale)
-    out = Path(out)
     cfg = scale.text
     damsm = cfg.damsm
     torch.manual_seed(seed)
@@ -267,13 +276,8 @@ def load_text_encoder(
         raise TextEncoderCheckpointError(
             f"{path}: no such text-encoder checkpoint: pretrain one with `csfgan pretrain-text` first"
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise TextEncoderCheckpointError(
-            f"{path}: not a readable torch checkpoint (corrupt or not a torch file: {type(exc).__name__}): "
-            f"delete it and pretrain again"
-        ) from exc
+    ckpt = safe_torch_load(path, TextEncoderCheckpointError, "delete it and pretrain again (`csfgan pretrain-text`)",
+                           what="torch checkpoint")
     kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
     if kind != KIND:
         raise TextEncoderCheckpointError(f"{path}: not a text-encoder checkpoint (kind {kind!r}, expected {KIND!r})")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ from csfgan.config import ScaleConfig, from_dict
 from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
 from csfgan.data.text import Vocabulary
-from csfgan.io import write_json
+from csfgan.io import remove_stale_temporaries, temporary_dir, write_json
+from csfgan.lock import command_line, output_lock
 from csfgan.metrics.fid import fid_kid, inception_weights_available
 from csfgan.metrics.pixel import pixel_metrics
 from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_precision
@@ -134,8 +134,21 @@ def _check_data_identity(checkpoint: Path, record: dict[str, Any], data: Prepare
 
 def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_size: int | None = None,
              save_images: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Evaluate the run in ``run``, holding its lock (the one ``train`` takes): the run's weights
+    cannot change underneath, and two evaluations do not interleave their outputs."""
     run = Path(run)
     out = Path(out) if out is not None else run / "metrics.json"
+    if not run.is_dir():
+        raise CheckpointError(f"{run}: no such run directory (train it with `csfgan train --out {run}`)")
+    with output_lock(run, command_line()):
+        remove_stale_temporaries(run, ("eval", "metrics.json"))
+        remove_stale_temporaries(out.parent, (out.name,))
+        return _evaluate_locked(run, out, device=device, batch_size=batch_size, save_images=save_images,
+                                progress=progress)
+
+
+def _evaluate_locked(run: Path, out: Path, *, device: str, batch_size: int | None, save_images: bool,
+                     progress: bool) -> dict[str, Any]:
     started = time.perf_counter()
     model = InpaintingModel(run / "final.pt", device)
     cfg = model.cfg
@@ -200,7 +213,7 @@ def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_s
 
 def _publish(run: Path, out: Path, metrics: dict[str, Any], fakes: np.ndarray | None, captions: list) -> None:
     """Write the images to a fresh folder and swap it in, then the metrics file (both atomic)."""
-    tmp = Path(tempfile.mkdtemp(prefix=".eval.partial-", dir=run))
+    tmp = temporary_dir(run / "eval")
     try:
         if fakes is not None:
             (tmp / "images").mkdir()

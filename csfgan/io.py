@@ -3,21 +3,90 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+# Temporaries are ``.<name>.partial-XXXX`` (being written) and ``.<name>.old-XXXX`` (being replaced),
+# beside the output ``<name>``: recognisable, so the next run holding the output's lock removes
+# what a kill left behind. Before, files were ``.<name>.XXXXXXXX`` / ``.<stem>.XXXXXXXX<suffix>``.
+_LEGACY = r"[a-z0-9_]{8}"
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask alone would race with other threads)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mode(directory: bool) -> int:
+    # What open()/mkdir() would give: mkstemp/mkdtemp make 0600/0700 whatever the umask, so a
+    # result renamed into place would be unreadable to the group on shared storage.
+    return (0o777 if directory else 0o666) & ~current_umask()
 
 
 def atomic_path(path: Path) -> tuple[Path, Callable[[], None]]:
     """A temporary sibling of ``path`` (same suffix) and a function that moves it into place."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=path.suffix, dir=path.parent)
+    try:
+        os.fchmod(fd, _mode(directory=False))
+    finally:
+        os.close(fd)
 
     def commit() -> None:
         os.replace(tmp, path)
 
     return Path(tmp), commit
+
+
+def temporary_dir(dest: Path, kind: str = "partial") -> Path:
+    """A fresh directory ``.<dest name>.<kind>-XXXX`` beside ``dest``, with the umask's permissions."""
+    dest = Path(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{kind}-", dir=dest.parent))
+    os.chmod(tmp, _mode(directory=True))
+    return tmp
+
+
+def remove_stale_temporaries(directory: Path, names: Iterable[str] | None = None) -> list[Path]:
+    """Remove the temporaries of ``names`` (every name when None) left in ``directory`` by a killed run.
+
+    Only call this while holding the lock of the outputs concerned: a live writer's temporaries
+    look the same.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    if names is None:
+        pattern = re.compile(r"^\..+\.(?:partial|old)-.+$")
+    else:
+        alternatives = []
+        for name in names:
+            stem, suffix = Path(name).stem, Path(name).suffix
+            alternatives.append(rf"{re.escape(name)}\.(?:(?:partial|old)-.+|{_LEGACY})")
+            if suffix:
+                alternatives.append(rf"{re.escape(stem)}\.{_LEGACY}{re.escape(suffix)}")
+        pattern = re.compile(rf"^\.(?:{'|'.join(alternatives)})$")
+    removed = []
+    for entry in directory.iterdir():
+        if pattern.match(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def save_figure(fig, path: Path, dpi: int = 200) -> None:

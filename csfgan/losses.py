@@ -146,7 +146,9 @@ def _load_state_dict(path: Path) -> dict:
         except RuntimeError:  # files in the legacy (non-zip) format cannot be memory-mapped
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"{path}: cannot be read as a PyTorch state_dict ({exc})") from exc
+        from csfgan.checkpoint import describe_load_error
+
+        raise UserError(f"{path}: cannot be read as a PyTorch state_dict ({describe_load_error(exc)})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -39,7 +39,8 @@ from csfgan.damsm import load_text_encoder
 from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
 from csfgan.errors import UserError
-from csfgan.io import write_json
+from csfgan.io import remove_stale_temporaries, write_json
+from csfgan.lock import command_line, output_lock
 from csfgan.losses import GeneratorLoss, discriminator_loss
 from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator
 from csfgan.models.generator import Generator
@@ -253,10 +254,18 @@ def train(
     """
     if on_mismatch not in ON_MISMATCH:
         raise UserError(f"on_mismatch {on_mismatch!r}: expected one of {', '.join(ON_MISMATCH)}")
+    out = Path(out)
+    # One writer per run directory (torchrun's other ranks write nothing there).
+    writer = int(os.environ.get("RANK", "0")) == 0
     try:
-        return _train_locked(data, text_encoder, variant, scale, Path(out), seed=seed, overrides=overrides,
-                             device=device, steps=steps, progress=progress, restart=restart,
-                             on_mismatch=on_mismatch)
+        with output_lock(out, command_line()) if writer else contextlib.nullcontext():
+            if writer:
+                remove_stale_temporaries(out, ("final.pt", "config.json", "provenance.json", "stats.jsonl"))
+                remove_stale_temporaries(out / "checkpoints", ("state.pt",))
+                remove_stale_temporaries(out / "samples")
+            return _train_locked(data, text_encoder, variant, scale, out, seed=seed, overrides=overrides,
+                                 device=device, steps=steps, progress=progress, restart=restart,
+                                 on_mismatch=on_mismatch)
     except TrainingDiverged as exc:
         raise TrainingDiverged(f"{exc} {_divergence_advice(data, text_encoder, variant, scale, out, seed, overrides)}"
                                ) from exc

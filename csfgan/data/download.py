@@ -24,7 +24,6 @@ import os
 import posixpath
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -35,6 +34,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from csfgan.errors import UserError
+from csfgan.io import remove_stale_temporaries, temporary_dir
+from csfgan.lock import output_lock
 
 DEFAULT_TIMEOUT = 30.0  # seconds; socket connect and per-read timeout
 CHUNK = 1 << 20
@@ -341,7 +342,14 @@ def extract_archive(
         )
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    with output_lock(dest, f"extract {archive}"):
+        remove_stale_temporaries(dest.parent, (dest.name,))
+        _extract_locked(archive, dest, digest, include, corrupt)
+    return dest
+
+
+def _extract_locked(archive: Path, dest: Path, digest: str, include, corrupt) -> None:
+    tmp = temporary_dir(dest)
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -365,7 +373,7 @@ def extract_archive(
             raise corrupt(exc) from exc
         (tmp / MARKER).write_text(json.dumps({"archive": archive.name, "md5": digest}) + "\n")
         if dest.exists():  # a stale extraction (other MD5) made by us: swap it out
-            trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            trash = temporary_dir(dest, "old")
             os.replace(dest, trash / dest.name)
             os.replace(tmp, dest)
             shutil.rmtree(trash, ignore_errors=True)
@@ -374,7 +382,6 @@ def extract_archive(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 
 def require_sources(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 
 from csfgan.data.text import Vocabulary, encode_captions
 from csfgan.errors import UserError
-from csfgan.io import write_json
+from csfgan.io import temporary_dir, write_json
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
@@ -157,7 +156,7 @@ class PreparedWriter:
         parent = self.out.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=parent))
+            self.tmp = temporary_dir(self.out)
         except OSError as exc:
             raise PreparedDataError(f"cannot write to {parent} ({exc.strerror}): choose a writable --out") from exc
         return self
