@@ -17,8 +17,13 @@ class Terminated(KeyboardInterrupt):
     """The process received SIGTERM."""
 
 
-def _handler(exception: type[BaseException]):
+def _handler(owner: int, exception: type[BaseException]):
     def handler(signum, frame):
+        if os.getpid() != owner:
+            # A child forked a moment ago, before _in_forked_child reset its handlers: die quietly.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise exception()
 
     return handler
@@ -51,7 +56,7 @@ def interruptible() -> Iterator[None]:
     if not _fork_hook:
         os.register_at_fork(after_in_child=_in_forked_child)
         _fork_hook = True
-    before = {sig: signal.signal(sig, _handler(exc))
+    before = {sig: signal.signal(sig, _handler(os.getpid(), exc))
               for sig, exc in ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt))}
     _active += 1
     try:
