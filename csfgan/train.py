@@ -33,7 +33,14 @@ from torch import nn
 from tqdm import tqdm
 
 from csfgan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from csfgan.config import ScaleConfig, apply_variant, load_scale, load_variant, to_dict
+from csfgan.config import (  # noqa: F401 - parse_overrides re-exported for older callers
+    ScaleConfig,
+    apply_variant,
+    load_scale,
+    load_variant,
+    parse_overrides,
+    to_dict,
+)
 from csfgan.damsm import load_text_encoder
 from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
@@ -69,28 +76,6 @@ class Run:
         out = dataclasses.asdict(self)
         out["config"] = to_dict(self.config)
         return out
-
-
-def parse_overrides(scale: ScaleConfig, overrides: list[str], where: str = "--set") -> ScaleConfig:
-    """Apply ``section.key=value`` overrides (YAML values), e.g. ``loss.edge=0.1`` for the λ_edge sweep."""
-    import yaml
-
-    from csfgan.config import ConfigError, from_dict
-
-    out = dataclasses.replace(scale)
-    for item in overrides:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ConfigError(f"{where} {item!r}: expected SECTION.KEY=VALUE, e.g. loss.edge=0.1")
-        dotted, raw = item.split("=", 1)
-        section, key = dotted.split(".", 1)
-        if section not in {f.name for f in dataclasses.fields(ScaleConfig)} or not dataclasses.is_dataclass(
-            getattr(out, section)
-        ):
-            raise ConfigError(f"{where} {item!r}: unknown section {section!r}")
-        sub = getattr(out, section)
-        setattr(out, section, from_dict(type(sub), {key: yaml.safe_load(raw)}, f"{where} {section}", sub))
-    out.validate(f"{where} {' '.join(overrides)}")
-    return out
 
 
 def resolve_config(scale: str, variant: str, overrides: list[str] | None = None) -> tuple[ScaleConfig, str]:
