@@ -18,16 +18,21 @@ class CheckpointError(UserError, RuntimeError):
 
 def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a temporary sibling, then rename: the file is whole or absent."""
+    from csfgan.io import writing
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            # Through a Python file: a full disk then raises OSError (ENOSPC), not torch's RuntimeError.
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def load_checkpoint(path: Path, kind: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """Evaluate a finished run: inpaint the test split, then measure (DESIGN.md, "Evaluation protocol").
 
+``split="val"`` measures the validation split instead (``RUN/metrics_val.json``, ``RUN/eval_val/``):
+tuning and checkpoint choices are made there, and the test split gives the final numbers only.
+
 One caption per test image, chosen by a seeded rule and recorded; the final checkpoint only (no
 checkpoint picking on the test set). Everything is computed before anything is written, and the
 outputs replace earlier ones by rename, so a failed evaluation leaves earlier results untouched.
@@ -71,7 +74,9 @@ class InpaintingModel:
         self.run: dict[str, Any] = ckpt["run"]
         self.cfg: ScaleConfig = from_dict(ScaleConfig, self.run["config"], f"{self.path}: run.config")
         self.vocab = Vocabulary(ckpt["vocab"])
-        self.device = torch.device(device)
+        from csfgan.runtime import resolve_device
+
+        self.device = resolve_device(str(device))
         try:
             self.generator = Generator(self.cfg)
             self.generator.load_state_dict(ckpt["generator"])
@@ -113,17 +118,30 @@ def fid_cache_dir(data: PreparedData) -> Path:
     return data.root.parent / ".fid-cache"
 
 
+EVAL_SPLITS = ("test", "val")
+
+
+def metrics_path(run: Path, split: str = "test") -> Path:
+    """Where ``evaluate`` writes a split's metrics by default: ``metrics.json`` for test (what the tables
+    read), ``metrics_val.json`` for val."""
+    return Path(run) / ("metrics.json" if split == "test" else f"metrics_{split}.json")
+
+
 def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_size: int | None = None,
-             save_images: bool = True, progress: bool = True) -> dict[str, Any]:
+             save_images: bool = True, progress: bool = True, split: str = "test") -> dict[str, Any]:
+    from csfgan.errors import UserError
+
+    if split not in EVAL_SPLITS:
+        raise UserError(f"--split {split!r}: evaluate measures one of {', '.join(EVAL_SPLITS)}")
     run = Path(run)
-    out = Path(out) if out is not None else run / "metrics.json"
+    out = Path(out) if out is not None else metrics_path(run, split)
     started = time.perf_counter()
     model = InpaintingModel(run / "final.pt", device)
     cfg = model.cfg
     data = PreparedData(Path(model.run["data"]))
     if data.vocab != model.vocab:
         raise CheckpointError(f"{run}/final.pt was trained with another vocabulary than {data.root}")
-    test = InpaintingDataset(data, "test", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
+    test = InpaintingDataset(data, split, mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
                              captions="seeded", seed=cfg.eval.caption_seed)
     n = len(test)
     bs = batch_size or cfg.eval.batch_size
@@ -131,7 +149,7 @@ def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_s
     fakes = np.empty((n, data.resolution, data.resolution, 3), dtype=np.uint8)
     holes = np.empty((n, data.resolution, data.resolution), dtype=bool)
     fake_codes, sent_codes = [], []
-    for start in tqdm(range(0, n, bs), desc="inpaint test split", disable=not progress, dynamic_ncols=True):
+    for start in tqdm(range(0, n, bs), desc=f"inpaint {split} split", disable=not progress, dynamic_ncols=True):
         b = test.batch(np.arange(start, min(n, start + bs)))
         composite, _ = model.inpaint(b["image"], b["mask"], b["tokens"], b["length"])
         fakes[start:start + len(composite)] = to_uint8(composite)
@@ -141,13 +159,14 @@ def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_s
             sent_codes.append(model.text_encoder(b["tokens"], b["length"])[1].cpu())
     real = np.asarray(test.split.images)
 
-    metrics: dict[str, Any] = {"dataset": data.name, "test_images": n, "resolution": data.resolution}
+    metrics: dict[str, Any] = {"dataset": data.name, "split": split, f"{split}_images": n,
+                               "resolution": data.resolution}
     metrics.update(pixel_metrics(real, fakes, holes))
 
     weights = inception_weights_available(cfg.eval.inception_weights_path)
     extractor = "inception-v3-compat" if weights else "damsm-image-encoder"
     fid = fid_kid(real, fakes, extractor=extractor, image_encoder=model.image_encoder, inception_weights=weights,
-                  cache_dir=fid_cache_dir(data), cache_key=f"{data.name}-test")
+                  cache_dir=fid_cache_dir(data), cache_key=f"{data.name}-{split}")
     metrics.update({k: fid[k] for k in ("fid", "kid_mean", "kid_std")})
     metrics["fid_features"] = fid["features"]
     metrics["fid_details"] = {k: v for k, v in fid.items() if k not in ("fid", "kid_mean", "kid_std")}
@@ -174,22 +193,32 @@ def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_s
         "eval_seconds": round(time.perf_counter() - started, 2),
         "provenance": provenance(),
     })
-    _publish(run, out, metrics, fakes if save_images else None, captions)
+    _publish(run, out, metrics, fakes if save_images else None, captions,
+             folder="eval" if split == "test" else f"eval_{split}")
     return metrics
 
 
-def _publish(run: Path, out: Path, metrics: dict[str, Any], fakes: np.ndarray | None, captions: list) -> None:
+def _publish(run: Path, out: Path, metrics: dict[str, Any], fakes: np.ndarray | None, captions: list,
+             folder: str = "eval") -> None:
     """Write the images to a fresh folder and swap it in, then the metrics file (both atomic)."""
-    tmp = Path(tempfile.mkdtemp(prefix=".eval.partial-", dir=run))
+    from csfgan.io import writing
+
+    with writing(run / folder):
+        _publish_images(run, folder, fakes, captions)
+    write_json(out, metrics)
+
+
+def _publish_images(run: Path, folder: str, fakes: np.ndarray | None, captions: list) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.partial-", dir=run))
     try:
         if fakes is not None:
             (tmp / "images").mkdir()
             for i, image in enumerate(fakes):
                 Image.fromarray(image).save(tmp / "images" / f"{i:05d}.png")
         write_json(tmp / "captions.json", captions)
-        final = run / "eval"
+        final = run / folder
         if final.exists():
-            old = run / f".eval.old-{os.getpid()}"
+            old = run / f".{folder}.old-{os.getpid()}"
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -198,4 +227,3 @@ def _publish(run: Path, out: Path, metrics: dict[str, Any], fakes: np.ndarray | 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_json(out, metrics)

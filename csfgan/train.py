@@ -124,11 +124,9 @@ def _average_gradients(params, world: int) -> None:
 
 
 def _device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(requested)
+    from csfgan.runtime import resolve_device
+
+    return resolve_device(requested)
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,9 +263,10 @@ def train(
     batches = torch.Generator().manual_seed(seed * 1000 + rank)
     train_set = InpaintingDataset(prepared, "train", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
                                   seed=seed)
-    fixed = InpaintingDataset(prepared, "test", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
+    # Sample grids show val images: looking at test images during training would be a choice made on test.
+    fixed = InpaintingDataset(prepared, "val", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
                               captions="seeded", seed=cfg.eval.caption_seed).batch(
-                                  _spread(len(prepared.split("test")), 8))
+                                  _spread(len(prepared.split("val")), 8))
     fixed = {k: v.to(dev) for k, v in fixed.items()}
 
     state_path = out / "checkpoints" / "state.pt"
