@@ -14,6 +14,7 @@ outputs replace earlier ones by rename, so a failed evaluation leaves earlier re
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -215,7 +216,9 @@ def _publish_images(run: Path, folder: str, fakes: np.ndarray | None, captions: 
             (tmp / "images").mkdir()
             for i, image in enumerate(fakes):
                 Image.fromarray(image).save(tmp / "images" / f"{i:05d}.png")
-        write_json(tmp / "captions.json", captions)
+        # Plain write inside the temporary folder (itself swapped in atomically): a failure then names
+        # RUN/<folder>, not a temporary path.
+        (tmp / "captions.json").write_text(json.dumps(captions, indent=2, sort_keys=True) + "\n")
         final = run / folder
         if final.exists():
             old = run / f".{folder}.old-{os.getpid()}"

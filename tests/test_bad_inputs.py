@@ -4,7 +4,6 @@ wrong result: damaged prepared data, user images of every mode, devices, counts,
 from __future__ import annotations
 
 import errno
-import io
 import json
 
 import numpy as np
@@ -73,13 +72,6 @@ def test_manifest_records_every_file(tiny_prepared):
 
 
 # ------------------------------------------------------------------ user images of every mode
-
-
-def _saved(image: Image.Image, fmt: str = "PNG", **kw) -> Image.Image:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kw)
-    buf.seek(0)
-    return Image.open(buf)
 
 
 def test_sixteen_bit_grey_scales_to_eight_bits(tmp_path):
