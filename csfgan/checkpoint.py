@@ -21,15 +21,19 @@ def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
 
     Only tensors and plain Python data (what ``weights_only`` loading accepts) may be stored.
     """
-    from csfgan.io import atomic_path
+    from csfgan.io import atomic_path, writing
 
-    tmp, commit = atomic_path(Path(path))
-    try:
-        torch.save(obj, tmp)
-        commit()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    path = Path(path)
+    with writing(path):
+        tmp, commit = atomic_path(path)
+        try:
+            # Through a Python file: a full disk then raises OSError (ENOSPC), not torch's RuntimeError.
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+            commit()
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def _unsafe_global(exc: BaseException) -> str | None:

@@ -11,6 +11,22 @@ import sys
 from pathlib import Path
 
 SYNTHETIC = ("synth-birds", "synth-flowers")
+
+
+def at_least(low: int):
+    """An argparse type: an integer >= ``low`` (argparse then prints one line naming the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
 REAL = ("cub", "oxford102")
 
 
@@ -43,10 +59,25 @@ def _prepare_locked(args: argparse.Namespace, scale, out: Path) -> None:
         from csfgan.data.oxford102 import prepare_oxford102
 
         prepare_oxford102(out, scale, Path(args.downloads), _captions(args), workers=default_threads(args.workers))
+    if args.verify:
+        _verify(out)
     if args.preview:
         from csfgan.report.preview import contact_sheet
 
         contact_sheet(out, Path(args.preview))
+
+
+def _verify(root: Path) -> None:
+    from csfgan.data.prepared import verify
+
+    manifest = verify(root)
+    counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
+    print(f"verified {root}: {len(manifest['files'])} files match their sizes and sha256 ({counts} images)")
+
+
+def cmd_verify_data(args: argparse.Namespace) -> int:
+    _verify(Path(args.data))
+    return 0
 
 
 def _captions(args: argparse.Namespace) -> Path | None:
@@ -120,7 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from csfgan.runtime import configure_cpu
 
     configure_cpu(args.threads)
-    m = evaluate(Path(args.run), Path(args.out) if args.out else None, device=args.device)
+    m = evaluate(Path(args.run), Path(args.out) if args.out else None, device=args.device, split=args.split)
     print(f"FID ({m['fid_features']} features) {m['fid']:.3f}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  "
           f"R-precision {m['r_precision']:.3f}")
     return 0
@@ -192,11 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=SYNTHETIC + REAL)
     p.add_argument("--scale", required=True, help="scale name (smoke, default, paper) or YAML path")
     p.add_argument("--out", help="output directory (default: data/prepared/DATASET)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--workers", type=at_least(1), default=None, help="worker processes (default: all cores)")
     p.add_argument("--downloads", default="data/downloads", help="real datasets: where `csfgan download` put them")
     p.add_argument("--captions-archive", help="real datasets: Reed et al.'s caption archive (local path)")
     p.add_argument("--preview", help="also write a contact sheet PNG here")
+    p.add_argument("--verify", action="store_true",
+                   help="then check every file at --out against the manifest's sizes and sha256")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("verify-data", help="check a prepared dataset's files against its manifest (sha256)",
+                       formatter_class=fmt)
+    p.add_argument("--data", required=True, help="prepared dataset directory")
+    p.set_defaults(func=cmd_verify_data)
 
     p = sub.add_parser("download", help="download and verify a real dataset", formatter_class=fmt)
     p.add_argument("--dataset", required=True, choices=REAL)
@@ -207,24 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preview", help="contact sheet of prepared samples with hole and caption", formatter_class=fmt)
     p.add_argument("--data", required=True, help="prepared dataset directory")
     p.add_argument("-o", "--output", required=True, help="PNG to write")
-    p.add_argument("--split", default="train")
-    p.add_argument("--count", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="train", choices=("train", "val", "test"))
+    p.add_argument("--count", type=at_least(1), default=24)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("pretrain-text", help="DAMSM pretraining of the BiLSTM text encoder", formatter_class=fmt)
     p.add_argument("--data", required=True, help="prepared dataset directory")
     p.add_argument("--scale", required=True)
     p.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--threads", type=at_least(1), default=None)
     p.set_defaults(func=cmd_pretrain_text)
 
     p = sub.add_parser("params", help="trainable parameters with a per-module breakdown", formatter_class=fmt)
     p.add_argument("--scale", required=True)
     p.add_argument("--variant", default="full", help="variant name or YAML path")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--vocab-size", type=int, default=5450, help="text-encoder vocabulary (CUB: about 5,450 words)")
+    p.add_argument("--vocab-size", type=at_least(3), default=5450, help="text-encoder vocabulary (CUB: about 5,450 words)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_params)
 
@@ -233,13 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-encoder", required=True, help="checkpoint from `csfgan pretrain-text`")
     p.add_argument("--variant", required=True, help="variant name or YAML path")
     p.add_argument("--scale", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. loss.edge=0.1 (repeatable)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) at this step; resume later")
+    p.add_argument("--threads", type=at_least(1), default=None)
+    p.add_argument("--stop-at", type=at_least(1), default=None, help="stop (with a checkpoint) at this step; resume later")
     p.add_argument("--restart", action="store_true",
                    help="discard what --out holds (checkpoints, final.pt, stats, samples, metrics, eval; it says "
                         "so first) and start fresh")
@@ -250,20 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "(or, finished, is left as it is) either way")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="inpaint the test split of a finished run and measure", formatter_class=fmt)
+    p = sub.add_parser("evaluate", help="inpaint the test (or val) split of a finished run and measure",
+                       formatter_class=fmt)
     p.add_argument("--run", required=True, help="run directory holding final.pt")
-    p.add_argument("--out", help="metrics file (default RUN/metrics.json)")
+    p.add_argument("--out", help="metrics file (default RUN/metrics.json; RUN/metrics_val.json for --split val)")
+    p.add_argument("--split", default="test", choices=("test", "val"),
+                   help="val for tuning and checkpoint choice; test only for the final numbers")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=at_least(1), default=None)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("inpaint", help="inpaint one image of any size from a text", formatter_class=fmt)
     p.add_argument("--checkpoint", required=True, help="a run's final.pt")
     p.add_argument("--image", required=True)
     p.add_argument("--text", required=True)
-    p.add_argument("--mask", help="PNG, white = hole (default: the centre hole)")
+    p.add_argument("--mask", help="image of the same size, white = hole (default: the transparent pixels of an "
+                   "image with an alpha channel, else the centre hole)")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_inpaint)
 
@@ -278,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="workflow config, e.g. experiments/config.yaml")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", default="results/figures")
-    p.add_argument("--seed", type=int, default=0, help="seed of the test images picked and the generator noise")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the test images picked and the generator noise")
+    p.add_argument("--threads", type=at_least(1), default=None)
     p.set_defaults(func=cmd_figures)
 
     p = sub.add_parser("curves", help="training curves of every planned run (png, pdf)", formatter_class=fmt)
@@ -290,12 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="FLOPs, images/s and MFU against the measured matmul peak", formatter_class=fmt)
     p.add_argument("--scales", nargs="+", default=["default", "paper"])
     p.add_argument("--variant", default="full")
-    p.add_argument("--batch", type=int, default=None, help="default: the scale's (2 at 256 px)")
-    p.add_argument("--steps", type=int, default=10, help="timed repetitions (the median is reported)")
+    p.add_argument("--batch", type=at_least(1), default=None, help="default: the scale's (2 at 256 px)")
+    p.add_argument("--steps", type=at_least(1), default=10, help="timed repetitions (the median is reported)")
     p.add_argument("--data", default="data/prepared/synth-birds",
                    help="prepared data for the data-loading share ('' to skip)")
     p.add_argument("--benchmarks", default="benchmarks", help="the DAG's benchmark folder")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=at_least(1), default=None)
     p.add_argument("--out", default="results/bench.json")
     p.set_defaults(func=cmd_bench)
     return parser
@@ -303,7 +345,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from csfgan.errors import USER_ERRORS
-
     from csfgan.signals import exit_status, interruptible
 
     args = build_parser().parse_args(argv)
@@ -318,6 +359,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"csfgan {args.command}: stopped by {what}; partial output removed, finished outputs kept",
               file=sys.stderr)
         return status
+    except OSError as exc:
+        from csfgan.io import UNWRITABLE, OutputError
+
+        if exc.errno not in UNWRITABLE:
+            raise
+        # A write not wrapped where it happens: name the file if the error knows it, else the output.
+        where = exc.filename or getattr(args, "out", None) or getattr(args, "output", None) or "an output"
+        print(f"csfgan {args.command}: error: {OutputError(where, exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

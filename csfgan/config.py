@@ -11,6 +11,8 @@ Unknown keys, wrong types and out-of-range values raise ``ConfigError`` naming t
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +38,10 @@ class DataConfig:
     # Images rendered per species for the embedded synthetic sets (real sets use what exists).
     images_per_class_train: int = 60
     images_per_class_test: int = 20
+    # The validation split (README, "Splits"): this many images of each *train* class, disjoint from
+    # the train images. Synthetic sets render them in addition to the train images (the training set
+    # is unchanged); the real sets hold them out of the train split (which shrinks by as many).
+    images_per_class_val: int = 4
     seed: int = 0
     # Side of the centre hole as a fraction of the image side (paper: 128 of 256).
     hole_fraction: float = 0.5
@@ -149,6 +155,7 @@ class ScaleConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self, where: str = "scale") -> None:
+        """Every value in range (``RANGES``), the fusion layers inside the encoder; else ConfigError."""
         if self.resolution < 16 or self.resolution & (self.resolution - 1):
             raise ConfigError(f"{where}: resolution must be a power of two >= 16, got {self.resolution}")
         layers = self.num_layers
@@ -159,17 +166,112 @@ class ScaleConfig:
                     f"{where}: model.{key} {bad} outside the generator's encoder layers 1..{layers} "
                     f"(log2 of resolution {self.resolution})"
                 )
-        if not 0 < self.data.hole_fraction < 1:
-            raise ConfigError(f"{where}: data.hole_fraction must be in (0, 1), got {self.data.hole_fraction}")
         if self.data.mask not in ("center", "irregular"):
             raise ConfigError(f"{where}: data.mask must be 'center' or 'irregular', got {self.data.mask!r}")
-        for name in ("rec", "per", "tv", "edge", "gan", "kl"):
-            if getattr(self.loss, name) < 0:
-                raise ConfigError(f"{where}: loss.{name} must be >= 0, got {getattr(self.loss, name)}")
+        for section in dataclasses.fields(self):
+            value = getattr(self, section.name)
+            if dataclasses.is_dataclass(value):
+                check_ranges(value, section.name, where)
 
     @property
     def num_layers(self) -> int:
         return self.resolution.bit_length() - 1
+
+
+# --------------------------------------------------------------------------------------------
+# Ranges: every numeric setting, by dotted key. A value outside its range, NaN or infinite is an
+# error naming the key; a numeric key not listed here must be finite and >= 0.
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or self.low_open and value == self.low):
+            return False
+        return not (self.high is not None and (value > self.high or self.high_open and value == self.high))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+AT_LEAST_ONE = Range(1)
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, low_open=True)
+UNIT_HALF_OPEN = Range(0, 1, high_open=True)  # [0, 1): Adam's betas, dropout
+
+RANGES: dict[str, Range] = {
+    "resolution": Range(16),
+    "data.images_per_class_train": AT_LEAST_ONE,
+    "data.images_per_class_test": AT_LEAST_ONE,
+    "data.images_per_class_val": AT_LEAST_ONE,
+    "data.seed": NON_NEGATIVE,  # numpy seeds are non-negative
+    "data.hole_fraction": Range(0, 1, low_open=True, high_open=True),
+    "text.max_words": AT_LEAST_ONE,
+    "text.embedding_dim": AT_LEAST_ONE,
+    "text.hidden_dim": Range(2),  # two LSTM directions of hidden_dim / 2
+    "text.dropout": UNIT_HALF_OPEN,
+    "text.damsm.epochs": AT_LEAST_ONE,
+    "text.damsm.batch_size": Range(2),  # the matching loss contrasts a caption with the others in its batch
+    "text.damsm.lr": POSITIVE,
+    "text.damsm.gamma1": POSITIVE,
+    "text.damsm.gamma2": POSITIVE,
+    "text.damsm.gamma3": POSITIVE,
+    "text.damsm.image_channels": AT_LEAST_ONE,
+    "text.damsm.grad_clip": POSITIVE,
+    "model.base_channels": AT_LEAST_ONE,
+    "model.max_channels": AT_LEAST_ONE,
+    "model.condition_dim": AT_LEAST_ONE,
+    "model.noise_dim": NON_NEGATIVE,
+    "model.disc_base_channels": AT_LEAST_ONE,
+    "model.disc_max_channels": AT_LEAST_ONE,
+    "model.dilation": AT_LEAST_ONE,
+    "loss.rec": NON_NEGATIVE,
+    "loss.per": NON_NEGATIVE,
+    "loss.tv": NON_NEGATIVE,
+    "loss.edge": NON_NEGATIVE,
+    "loss.gan": NON_NEGATIVE,
+    "loss.kl": NON_NEGATIVE,
+    "train.batch_size": AT_LEAST_ONE,
+    "train.steps": AT_LEAST_ONE,
+    "train.lr": POSITIVE,
+    "train.beta1": UNIT_HALF_OPEN,
+    "train.beta2": UNIT_HALF_OPEN,
+    "train.log_every": AT_LEAST_ONE,
+    "train.sample_every": AT_LEAST_ONE,
+    "train.checkpoint_every": AT_LEAST_ONE,
+    "eval.batch_size": AT_LEAST_ONE,
+    "eval.caption_seed": NON_NEGATIVE,
+}
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_ranges(section: Any, prefix: str, where: str) -> None:
+    """Raise ConfigError naming the first numeric value of ``section`` (a config dataclass at the dotted
+    ``prefix``, e.g. ``train``) that is NaN, infinite or outside its range in ``RANGES``."""
+    for f in dataclasses.fields(section):
+        key, value = f"{prefix}.{f.name}", getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, key, where)
+        elif isinstance(value, list):
+            if any(_numeric(v) and not math.isfinite(v) for v in value):
+                raise ConfigError(f"{where}: {key} must hold finite numbers, got {value}")
+        elif _numeric(value):
+            allowed = RANGES.get(key, NON_NEGATIVE)
+            if value not in allowed:
+                finite = " and finite" if isinstance(value, float) else ""
+                raise ConfigError(f"{where}: {key} must be {allowed}{finite}, got {value}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,6 +329,11 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (YAML errors point at the text over several)."""
+    return " ".join(str(exc).split())
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -234,7 +341,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -243,8 +350,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _resolve(name_or_path: str | Path, directory: Path, kind: str) -> Path:
+    """A bare name (no ``.yaml``/``.yml`` suffix, no path separator) is a name in ``directory``, even when
+    the working directory holds a file or folder of that name; anything else is a path."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or p.suffix in (".yaml", ".yml") or "/" in text or os.sep in text:
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such {kind} file" + (" (it is a folder)" if p.is_dir() else ""))
         return p
     candidate = directory / f"{name_or_path}.yaml"
     if not candidate.is_file():
@@ -287,8 +399,8 @@ def load_variant(name_or_path: str | Path) -> Variant:
         loss=data.get("loss") or {},
     )
     # Check the overrides against the typed sections now, so a typo fails before any job runs.
-    from_dict(ModelConfig, variant.model, f"{path}: model")
-    from_dict(LossConfig, variant.loss, f"{path}: loss")
+    check_ranges(from_dict(ModelConfig, variant.model, f"{path}: model"), "model", str(path))
+    check_ranges(from_dict(LossConfig, variant.loss, f"{path}: loss"), "loss", str(path))
     return variant
 
 
@@ -298,4 +410,29 @@ def apply_variant(scale: ScaleConfig, variant: Variant, where: str = "variant") 
     out.model = from_dict(ModelConfig, variant.model, f"{where} {variant.name}: model", scale.model)
     out.loss = from_dict(LossConfig, variant.loss, f"{where} {variant.name}: loss", scale.loss)
     out.validate(f"scale {scale.name} + variant {variant.name}")
+    return out
+
+
+def parse_overrides(scale: ScaleConfig, overrides: list[str], where: str = "--set") -> ScaleConfig:
+    """Apply ``SECTION.KEY=VALUE`` overrides (YAML values) at any depth, e.g. ``loss.edge=0.1`` (the
+    λ_edge sweep) or ``text.damsm.epochs=3``; the result is validated like a scale file."""
+    out = scale
+    for item in overrides:
+        dotted, sep, raw = item.partition("=")
+        parts = dotted.split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"{where} {item!r}: expected SECTION.KEY=VALUE, e.g. loss.edge=0.1 or "
+                              f"text.damsm.epochs=3")
+        if not dataclasses.is_dataclass(getattr(out, parts[0], None)):
+            sections = [f.name for f in dataclasses.fields(ScaleConfig) if dataclasses.is_dataclass(getattr(out, f.name))]
+            raise ConfigError(f"{where} {item!r}: unknown section {parts[0]!r}; sections: {', '.join(sections)}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where} {item!r}: the value is not valid YAML ({one_line(exc)})") from exc
+        nested: Any = value
+        for key in reversed(parts):
+            nested = {key: nested}
+        out = from_dict(ScaleConfig, nested, f"{where} {item!r}: scale", out)
+    out.validate(f"{where} {' '.join(overrides)}")
     return out

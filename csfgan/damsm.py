@@ -26,7 +26,7 @@ from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData, PreparedDataError
 from csfgan.data.text import Vocabulary
 from csfgan.errors import UserError
-from csfgan.io import atomic_path, remove_stale_temporaries, write_json
+from csfgan.io import atomic_path, remove_stale_temporaries, write_json, writing
 from csfgan.lock import command_line, output_lock
 from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_precision, sent_loss, words_loss
 from csfgan.models.text import TextEncoder, padding_mask
@@ -76,6 +76,10 @@ def pretrain_text(data_root: Path, scale: ScaleConfig, out: Path, seed: int = 0,
     of ``out`` throughout: one process at a time writes a text encoder.
     """
     out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the checkpoint file to write, e.g. {out / 'text_encoder.pt'}")
+    with writing(out.parent):  # an unwritable place fails now, not after the training
+        out.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(out, command_line()):
         remove_stale_temporaries(out.parent, (out.name, metrics_path(out).name))
         return _pretrain_text_locked(data_root, scale, out, seed, workers)
@@ -122,13 +126,15 @@ def _pretrain_text_locked(data_root: Path, scale: ScaleConfig, out: Path, seed: 
         "metrics": metrics,
         "versions": {"torch": str(torch.__version__), "csfgan": csfgan.__version__},
     }
-    tmp, commit = atomic_path(out)
-    try:
-        torch.save(checkpoint, tmp)
-        commit()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with writing(out):
+        tmp, commit = atomic_path(out)
+        try:
+            with open(tmp, "wb") as f:  # a Python file: a full disk raises OSError, which `writing` names
+                torch.save(checkpoint, f)
+            commit()
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     write_json(metrics_path(out), metrics)
     print(
         f"DAMSM R-precision on {data.name} test ({metrics['test_images']} images, "

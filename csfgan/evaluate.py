@@ -1,5 +1,8 @@
 """Evaluate a finished run: inpaint the test split, then measure (DESIGN.md, "Evaluation protocol").
 
+``split="val"`` measures the validation split instead (``RUN/metrics_val.json``, ``RUN/eval_val/``):
+tuning and checkpoint choices are made there, and the test split gives the final numbers only.
+
 One caption per test image, chosen by a seeded rule and recorded; the final checkpoint only (no
 checkpoint picking on the test set). Everything is computed before anything is written, and the
 outputs replace earlier ones by rename, so a failed evaluation leaves earlier results untouched.
@@ -11,6 +14,7 @@ outputs replace earlier ones by rename, so a failed evaluation leaves earlier re
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -71,7 +75,9 @@ class InpaintingModel:
         self.run: dict[str, Any] = ckpt["run"]
         self.cfg: ScaleConfig = from_dict(ScaleConfig, self.run["config"], f"{self.path}: run.config")
         self.vocab = Vocabulary(ckpt["vocab"])
-        self.device = torch.device(device)
+        from csfgan.runtime import resolve_device
+
+        self.device = resolve_device(str(device))
         try:
             self.generator = Generator(self.cfg)
             self.generator.load_state_dict(ckpt["generator"])
@@ -132,23 +138,37 @@ def _check_data_identity(checkpoint: Path, record: dict[str, Any], data: Prepare
         )
 
 
+EVAL_SPLITS = ("test", "val")
+
+
+def metrics_path(run: Path, split: str = "test") -> Path:
+    """Where ``evaluate`` writes a split's metrics by default: ``metrics.json`` for test (what the tables
+    read), ``metrics_val.json`` for val."""
+    return Path(run) / ("metrics.json" if split == "test" else f"metrics_{split}.json")
+
+
 def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_size: int | None = None,
-             save_images: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Evaluate the run in ``run``, holding its lock (the one ``train`` takes): the run's weights
-    cannot change underneath, and two evaluations do not interleave their outputs."""
+             save_images: bool = True, progress: bool = True, split: str = "test") -> dict[str, Any]:
+    """Evaluate the run in ``run`` on ``split``, holding its lock (the one ``train`` takes): the run's
+    weights cannot change underneath, and two evaluations do not interleave their outputs."""
+    from csfgan.errors import UserError
+
+    if split not in EVAL_SPLITS:
+        raise UserError(f"--split {split!r}: evaluate measures one of {', '.join(EVAL_SPLITS)}")
     run = Path(run)
-    out = Path(out) if out is not None else run / "metrics.json"
+    out = Path(out) if out is not None else metrics_path(run, split)
     if not run.is_dir():
         raise CheckpointError(f"{run}: no such run directory (train it with `csfgan train --out {run}`)")
+    folder = "eval" if split == "test" else f"eval_{split}"
     with output_lock(run, command_line()):
-        remove_stale_temporaries(run, ("eval", "metrics.json"))
+        remove_stale_temporaries(run, (folder, out.name))
         remove_stale_temporaries(out.parent, (out.name,))
         return _evaluate_locked(run, out, device=device, batch_size=batch_size, save_images=save_images,
-                                progress=progress)
+                                progress=progress, split=split)
 
 
 def _evaluate_locked(run: Path, out: Path, *, device: str, batch_size: int | None, save_images: bool,
-                     progress: bool) -> dict[str, Any]:
+                     progress: bool, split: str) -> dict[str, Any]:
     started = time.perf_counter()
     model = InpaintingModel(run / "final.pt", device)
     cfg = model.cfg
@@ -156,7 +176,7 @@ def _evaluate_locked(run: Path, out: Path, *, device: str, batch_size: int | Non
     if data.vocab != model.vocab:
         raise CheckpointError(f"{run}/final.pt was trained with another vocabulary than {data.root}")
     _check_data_identity(run / "final.pt", model.run, data)
-    test = InpaintingDataset(data, "test", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
+    test = InpaintingDataset(data, split, mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
                              captions="seeded", seed=cfg.eval.caption_seed)
     n = len(test)
     bs = batch_size or cfg.eval.batch_size
@@ -164,7 +184,7 @@ def _evaluate_locked(run: Path, out: Path, *, device: str, batch_size: int | Non
     fakes = np.empty((n, data.resolution, data.resolution, 3), dtype=np.uint8)
     holes = np.empty((n, data.resolution, data.resolution), dtype=bool)
     fake_codes, sent_codes = [], []
-    for start in tqdm(range(0, n, bs), desc="inpaint test split", disable=not progress, dynamic_ncols=True):
+    for start in tqdm(range(0, n, bs), desc=f"inpaint {split} split", disable=not progress, dynamic_ncols=True):
         b = test.batch(np.arange(start, min(n, start + bs)))
         composite, _ = model.inpaint(b["image"], b["mask"], b["tokens"], b["length"])
         fakes[start:start + len(composite)] = to_uint8(composite)
@@ -174,13 +194,14 @@ def _evaluate_locked(run: Path, out: Path, *, device: str, batch_size: int | Non
             sent_codes.append(model.text_encoder(b["tokens"], b["length"])[1].cpu())
     real = np.asarray(test.split.images)
 
-    metrics: dict[str, Any] = {"dataset": data.name, "test_images": n, "resolution": data.resolution}
+    metrics: dict[str, Any] = {"dataset": data.name, "split": split, f"{split}_images": n,
+                               "resolution": data.resolution}
     metrics.update(pixel_metrics(real, fakes, holes))
 
     weights = inception_weights_available(cfg.eval.inception_weights_path)
     extractor = "inception-v3-compat" if weights else "damsm-image-encoder"
     fid = fid_kid(real, fakes, extractor=extractor, image_encoder=model.image_encoder, inception_weights=weights,
-                  cache_dir=fid_cache_dir(data), cache_key=f"{data.name}-test")
+                  cache_dir=fid_cache_dir(data), cache_key=f"{data.name}-{split}")
     metrics.update({k: fid[k] for k in ("fid", "kid_mean", "kid_std")})
     metrics["fid_features"] = fid["features"]
     metrics["fid_details"] = {k: v for k, v in fid.items() if k not in ("fid", "kid_mean", "kid_std")}
@@ -207,22 +228,34 @@ def _evaluate_locked(run: Path, out: Path, *, device: str, batch_size: int | Non
         "eval_seconds": round(time.perf_counter() - started, 2),
         "provenance": provenance(),
     })
-    _publish(run, out, metrics, fakes if save_images else None, captions)
+    _publish(run, out, metrics, fakes if save_images else None, captions,
+             folder="eval" if split == "test" else f"eval_{split}")
     return metrics
 
 
-def _publish(run: Path, out: Path, metrics: dict[str, Any], fakes: np.ndarray | None, captions: list) -> None:
+def _publish(run: Path, out: Path, metrics: dict[str, Any], fakes: np.ndarray | None, captions: list,
+             folder: str = "eval") -> None:
     """Write the images to a fresh folder and swap it in, then the metrics file (both atomic)."""
-    tmp = temporary_dir(run / "eval")
+    from csfgan.io import writing
+
+    with writing(run / folder):
+        _publish_images(run, folder, fakes, captions)
+    write_json(out, metrics)
+
+
+def _publish_images(run: Path, folder: str, fakes: np.ndarray | None, captions: list) -> None:
+    tmp = temporary_dir(run / folder)
     try:
         if fakes is not None:
             (tmp / "images").mkdir()
             for i, image in enumerate(fakes):
                 Image.fromarray(image).save(tmp / "images" / f"{i:05d}.png")
-        write_json(tmp / "captions.json", captions)
-        final = run / "eval"
+        # Plain write inside the temporary folder (itself swapped in atomically): a failure then names
+        # RUN/<folder>, not a temporary path.
+        (tmp / "captions.json").write_text(json.dumps(captions, indent=2, sort_keys=True) + "\n")
+        final = run / folder
         if final.exists():
-            old = run / f".eval.old-{os.getpid()}"
+            old = run / f".{folder}.old-{os.getpid()}"
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -231,4 +264,3 @@ def _publish(run: Path, out: Path, metrics: dict[str, Any], fakes: np.ndarray | 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_json(out, metrics)

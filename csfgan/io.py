@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from csfgan.errors import UserError
 
 # Temporaries are ``.<name>.partial-XXXX`` (being written) and ``.<name>.old-XXXX`` (being replaced),
 # beside the output ``<name>``: recognisable, so the next run holding the output's lock removes
@@ -33,6 +37,32 @@ def _mode(directory: bool) -> int:
     # What open()/mkdir() would give: mkstemp/mkdtemp make 0600/0700 whatever the umask, so a
     # result renamed into place would be unreadable to the group on shared storage.
     return (0o777 if directory else 0o666) & ~current_umask()
+
+# A full disk or quota: the user frees space; a read-only or forbidden place: the user picks another.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, *NO_SPACE)
+
+
+class OutputError(UserError, OSError):
+    """An output could not be written (disk full, read-only, no permission); names the path."""
+
+    def __init__(self, path: Path | str, exc: OSError):
+        reason = exc.strerror or str(exc)
+        advice = "free space on its disk" if exc.errno in NO_SPACE else "make its folder writable"
+        super().__init__(f"cannot write {path}: {reason}; {advice} or choose another output path")
+        self.errno = exc.errno
+
+
+@contextlib.contextmanager
+def writing(path: Path | str) -> Iterator[None]:
+    """Turn an OSError of a full disk or an unwritable place, raised inside, into an OutputError naming
+    ``path`` (whose partial file the caller removes as usual)."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, UserError) or exc.errno not in UNWRITABLE:
+            raise
+        raise OutputError(path, exc) from exc
 
 
 def atomic_path(path: Path) -> tuple[Path, Callable[[], None]]:
@@ -91,13 +121,14 @@ def remove_stale_temporaries(directory: Path, names: Iterable[str] | None = None
 
 def save_figure(fig, path: Path, dpi: int = 200) -> None:
     """Save a matplotlib figure to ``path`` (format from the suffix) atomically."""
-    tmp, commit = atomic_path(Path(path))
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        commit()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with writing(path):
+        tmp, commit = atomic_path(Path(path))
+        try:
+            fig.savefig(tmp, dpi=dpi)
+            commit()
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def save_figure_formats(fig, stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
@@ -116,13 +147,14 @@ def save_figure_formats(fig, stem: Path, formats: tuple[str, ...] = ("png", "pdf
 
 
 def write_text(path: Path, text: str) -> None:
-    tmp, commit = atomic_path(Path(path))
-    try:
-        tmp.write_text(text)
-        commit()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with writing(path):
+        tmp, commit = atomic_path(Path(path))
+        try:
+            tmp.write_text(text)
+            commit()
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def write_json(path: Path, obj) -> None:

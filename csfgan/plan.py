@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csfgan.config import ConfigError, ScaleConfig, apply_variant, load_scale, load_variant, read_yaml
+from csfgan.config import (
+    ConfigError,
+    ScaleConfig,
+    apply_variant,
+    load_scale,
+    load_variant,
+    parse_overrides,
+    read_yaml,
+)
 
 TABLES = ("table1", "table2", "table3", "table4")
 SWEEP_SEP = "--"
@@ -42,8 +50,10 @@ def _format_value(value: Any) -> str:
 
 
 def _current_value(cfg: ScaleConfig, dotted: str) -> Any:
-    section, key = dotted.split(".", 1)
-    return getattr(getattr(cfg, section), key)
+    value: Any = cfg
+    for key in dotted.split("."):
+        value = getattr(value, key)
+    return value
 
 
 @dataclass
@@ -94,7 +104,8 @@ def plan(config: dict[str, Any], root: Path | str = ".") -> Plan:
             if not variants or not isinstance(variants, list):
                 raise ConfigError(f"{where}: needs a non-empty list `variants`")
             for v in variants:
-                _load(v, variants_dir, where)
+                # Applied to the scale now, so an out-of-range value fails before any job runs.
+                apply_variant(scale, _load(v, variants_dir, where), str(variant_path(variants_dir, v)))
             out.rows[table] = {d: {v: v for v in variants} for d in out.datasets}
     return out
 
@@ -130,8 +141,6 @@ def _sweep_rows(spec: dict[str, Any], scale: ScaleConfig, datasets: list[str], v
     except AttributeError:
         raise ConfigError(f"{where}: unknown parameter {dotted!r}") from None
     rows = {}
-    from csfgan.train import parse_overrides
-
     for value in spec["values"]:
         item = f"{dotted}={_format_value(value)}"
         parse_overrides(base, [item], where)  # validates type and range (e.g. a negative λ)

@@ -53,3 +53,29 @@ def configure_cpu(threads: int | None) -> dict[str, int | bool]:
     n = default_threads(threads)
     torch.set_num_threads(n)
     return {"torch_threads": n, "malloc_keeps_freed_memory": keep_freed_memory()}
+
+
+def resolve_device(requested: str):
+    """The torch device ``--device`` names: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or
+    ``cuda:N``; anything else, or CUDA on a machine without it, is a UserError naming the value."""
+    import re
+
+    import torch
+
+    from csfgan.errors import UserError
+
+    text = str(requested).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if match is None:
+        raise UserError(f"--device {requested!r}: unknown device; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise UserError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                        f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return torch.device(text)

@@ -34,7 +34,14 @@ from torch import nn
 from tqdm import tqdm
 
 from csfgan.checkpoint import load_checkpoint, save_checkpoint
-from csfgan.config import ScaleConfig, apply_variant, load_scale, load_variant, to_dict
+from csfgan.config import (  # noqa: F401 - parse_overrides re-exported for older callers
+    ScaleConfig,
+    apply_variant,
+    load_scale,
+    load_variant,
+    parse_overrides,
+    to_dict,
+)
 from csfgan.damsm import load_text_encoder
 from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
@@ -72,28 +79,6 @@ class Run:
         out = dataclasses.asdict(self)
         out["config"] = to_dict(self.config)
         return out
-
-
-def parse_overrides(scale: ScaleConfig, overrides: list[str], where: str = "--set") -> ScaleConfig:
-    """Apply ``section.key=value`` overrides (YAML values), e.g. ``loss.edge=0.1`` for the λ_edge sweep."""
-    import yaml
-
-    from csfgan.config import ConfigError, from_dict
-
-    out = dataclasses.replace(scale)
-    for item in overrides:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ConfigError(f"{where} {item!r}: expected SECTION.KEY=VALUE, e.g. loss.edge=0.1")
-        dotted, raw = item.split("=", 1)
-        section, key = dotted.split(".", 1)
-        if section not in {f.name for f in dataclasses.fields(ScaleConfig)} or not dataclasses.is_dataclass(
-            getattr(out, section)
-        ):
-            raise ConfigError(f"{where} {item!r}: unknown section {section!r}")
-        sub = getattr(out, section)
-        setattr(out, section, from_dict(type(sub), {key: yaml.safe_load(raw)}, f"{where} {section}", sub))
-    out.validate(f"{where} {' '.join(overrides)}")
-    return out
 
 
 def resolve_config(scale: str, variant: str, overrides: list[str] | None = None) -> tuple[ScaleConfig, str]:
@@ -142,11 +127,9 @@ def _average_gradients(params, world: int) -> None:
 
 
 def _device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(requested)
+    from csfgan.runtime import resolve_device
+
+    return resolve_device(requested)
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,9 +348,10 @@ def _train_locked(
     batches = torch.Generator().manual_seed(seed * 1000 + rank)
     train_set = InpaintingDataset(prepared, "train", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
                                   seed=seed)
-    fixed = InpaintingDataset(prepared, "test", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
+    # Sample grids show val images: looking at test images during training would be a choice made on test.
+    fixed = InpaintingDataset(prepared, "val", mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
                               captions="seeded", seed=cfg.eval.caption_seed).batch(
-                                  _spread(len(prepared.split("test")), 8))
+                                  _spread(len(prepared.split("val")), 8))
     fixed = {k: v.to(dev) for k, v in fixed.items()}
 
     state_path = out / "checkpoints" / "state.pt"

@@ -61,3 +61,105 @@ def test_fusion_layer_outside_generator(tmp_path):
     bad.write_text("model:\n  word_fusion_layers: [9]\n")
     with pytest.raises(ConfigError, match=r"word_fusion_layers \[9\] outside"):
         apply_variant(load_scale("smoke"), load_variant(bad))
+
+
+# ------------------------------------------------------------------ ranges of every numeric setting
+
+import dataclasses  # noqa: E402
+import math  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import yaml  # noqa: E402
+
+from csfgan.config import RANGES, ScaleConfig, parse_overrides  # noqa: E402
+
+
+def _numeric_keys(obj=None, prefix=""):
+    obj = obj if obj is not None else ScaleConfig()
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _numeric_keys(value, key + ".")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "resolution":
+            yield key, type(value)
+
+
+def _bad_values(key, tp):
+    """NaN, infinity, and the nearest values just outside the key's range."""
+    r = RANGES[key]
+    bad = [math.nan, math.inf, -math.inf]
+    if r.low is not None:
+        bad.append(r.low if r.low_open else (r.low - 1 if tp is int else r.low - 0.01))
+    if r.high is not None:
+        bad.append(r.high if r.high_open else r.high + 0.01)
+    return bad
+
+
+CASES = [(key, value) for key, tp in _numeric_keys() for value in _bad_values(key, tp)]
+
+
+def _nested(key, value):
+    out = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def test_every_numeric_setting_has_a_range():
+    assert {k for k, _ in _numeric_keys()} <= set(RANGES)
+
+
+@pytest.mark.parametrize(("key", "value"), CASES, ids=[f"{k}={v}" for k, v in CASES])
+def test_bad_numeric_value_is_refused_naming_the_key(tmp_path, key, value):
+    scale = tmp_path / "s.yaml"
+    scale.write_text(yaml.safe_dump(_nested(key, value)))
+    with pytest.raises(ConfigError, match=rf"{key.split('.')[-1]}"):
+        load_scale(scale)
+    with pytest.raises(ConfigError, match=rf"--set.*{key.split('.')[-1]}"):
+        parse_overrides(load_scale("smoke"), [f"{key}={yaml.safe_dump(value).splitlines()[0]}"])
+    if key.split(".")[0] in ("model", "loss"):
+        variant = tmp_path / "v.yaml"
+        variant.write_text(yaml.safe_dump(_nested(key, value)))
+        with pytest.raises(ConfigError, match=rf"v.yaml.*{key.split('.')[-1]}"):
+            load_variant(variant)
+
+
+def test_plan_applies_every_table_variant_to_the_scale(tmp_path):
+    import shutil
+
+    from csfgan.config import VARIANTS_DIR
+    from csfgan.plan import plan
+
+    variants = tmp_path / "variants"
+    shutil.copytree(VARIANTS_DIR, variants)
+    (variants / "sfm.yaml").write_text((variants / "sfm.yaml").read_text() + "\nloss:\n  gan: .nan\n")
+    config = {"scale": "smoke", "datasets": ["synth-birds"], "variants_dir": str(variants),
+              "tables": str(Path(__file__).resolve().parent.parent / "experiments" / "tables.yaml")}
+    with pytest.raises(ConfigError, match=r"sfm.yaml.*loss.gan must be >= 0 and finite, got nan"):
+        plan(config)
+
+
+def test_set_reaches_nested_keys_and_keeps_the_base():
+    base = load_scale("smoke")
+    cfg = parse_overrides(base, ["text.damsm.epochs=3", "train.steps=7"])
+    assert (cfg.text.damsm.epochs, cfg.train.steps) == (3, 7)
+    assert (base.text.damsm.epochs, base.train.steps) == (1, 4)
+
+
+@pytest.mark.parametrize("item", ["train.steps", "train=3", "nope.x=1", "train.nope=1", "text.damsm=3",
+                                  "train.steps=[1", "train.steps=abc"])
+def test_malformed_overrides_are_one_line_errors(item):
+    with pytest.raises(ConfigError) as err:
+        parse_overrides(load_scale("smoke"), [item])
+    assert "\n" not in str(err.value) and repr(item) in str(err.value)
+
+
+def test_a_bare_name_is_a_name_even_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "smoke").write_text("resolution: 8\n")
+    assert load_variant("full").name == "full"
+    assert load_scale("smoke").resolution == 32
+    with pytest.raises(ConfigError, match="no such variant file"):
+        load_variant("./full")

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from csfgan.checkpoint import CheckpointError
+from csfgan.data.prepared import PreparedData
 from csfgan.data.text import CaptionError
 from csfgan.errors import UserError
 from csfgan.evaluate import evaluate
@@ -127,3 +128,64 @@ def test_inpaint_bad_inputs(finished_run, tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         inpaint_file(tmp_path / "nope.pt", tmp_path / "ok.png", "a red bird", tmp_path / "o.png")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_evaluate_val_split_writes_beside_the_test_results(finished_run):
+    evaluate(finished_run, progress=False)
+    test_metrics = (finished_run / "metrics.json").read_bytes()
+    m = evaluate(finished_run, split="val", progress=False)
+    assert m["split"] == "val" and m["val_images"] == len(PreparedData(_data(finished_run)).split("val"))
+    assert json.loads((finished_run / "metrics_val.json").read_text())["split"] == "val"
+    assert (finished_run / "eval_val" / "images").is_dir() and (finished_run / "eval" / "images").is_dir()
+    assert (finished_run / "metrics.json").read_bytes() == test_metrics  # the test results untouched
+    with pytest.raises(UserError, match="--split 'train'"):
+        evaluate(finished_run, split="train", progress=False)
+
+
+def _data(run):
+    return json.loads((run / "config.json").read_text())["data"]
+
+
+def test_inpaint_rgba_transparent_pixels_are_the_hole(finished_run, tmp_path):
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (40, 56, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[5:15, 8:20, 3] = 0  # a transparent patch off the centre
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
+    out = tmp_path / "out.png"
+    inpaint_file(finished_run / "final.pt", tmp_path / "cut.png", "this bird has red wings", out)
+    result = np.asarray(Image.open(out))
+    outside = np.ones((40, 56), bool)
+    outside[5:15, 8:20] = False
+    assert result.shape == (40, 56, 3)
+    assert np.array_equal(result[outside], rgba[..., :3][outside])  # every opaque pixel kept, centre too
+    assert not np.array_equal(result[5:15, 8:20], rgba[5:15, 8:20, :3])  # the hole was filled
+
+
+def test_inpaint_refuses_overwriting_its_input_and_names_an_unwritable_output(finished_run, tmp_path, monkeypatch):
+    import errno
+
+    import csfgan.io
+    from csfgan.io import OutputError
+
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "in.png")
+    before = (tmp_path / "in.png").read_bytes()
+    with pytest.raises(UserError, match="is an input file"):
+        inpaint_file(finished_run / "final.pt", tmp_path / "in.png", "a red bird", tmp_path / "." / "in.png")
+    assert (tmp_path / "in.png").read_bytes() == before
+
+    def read_only(path):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(csfgan.io, "atomic_path", read_only)
+    with pytest.raises(OutputError, match=rf"cannot write {tmp_path / 'o.png'}: Read-only file system"):
+        inpaint_file(finished_run / "final.pt", tmp_path / "in.png", "a red bird", tmp_path / "o.png")
+
+
+def test_inpaint_warns_on_a_mostly_unknown_caption(finished_run, tmp_path, capsys):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "in.png")
+    inpaint_file(finished_run / "final.pt", tmp_path / "in.png", "zorp red glimmerwing", tmp_path / "o.png")
+    err = capsys.readouterr().err
+    assert "2 of 3 words" in err and "glimmerwing, zorp" in err
+    inpaint_file(finished_run / "final.pt", tmp_path / "in.png", "this bird has red wings zorp", tmp_path / "o.png")
+    assert capsys.readouterr().err == ""  # one unknown word of six: no warning

@@ -102,9 +102,12 @@ def test_cub_prepare(cub):
     data = PreparedData(out)
     m = data.manifest
     assert m["dataset"] == "cub" and m["resolution"] == RES
-    # Split by class: classes 1-3 train (6 images), class 4 test (3 images).
-    assert m["splits"]["train"]["count"] == 6 and m["splits"]["test"]["count"] == 3
-    assert m["split"]["counts"] == {"train": 6, "test": 3}
+    # Split by class: classes 1-3 train (6 images), class 4 test (3 images); of the train classes' two
+    # images each, one (smoke: images_per_class_val 1) is held out for val.
+    assert m["splits"]["train"]["count"] == 3 and m["splits"]["val"]["count"] == 3
+    assert m["splits"]["test"]["count"] == 3
+    assert m["split"]["counts"] == {"train": 3, "val": 3, "test": 3} and m["split"]["val_held_out_from_train"] == 3
+    assert m["config"]["images_per_class_val"] == 1 and "held out of the train split" in m["split"]["val"]
     assert m["split"]["train_classes"] == fx.CUB_TRAIN_CLASSES and m["split"]["test_classes"] == fx.CUB_TEST_CLASSES
     assert m["split"]["paper_counts"] == {"train": 8855, "test": 2933}
     assert m["skipped"] == [] and m["skipped_count"] == 0
@@ -115,8 +118,15 @@ def test_cub_prepare(cub):
     assert m["class_names"] == fx.CUB_CLASSES
 
     jpegs = fx.cub_jpegs()
-    train, test = data.split("train"), data.split("test")
-    for split, images in ((train, fx.CUB_IMAGES[:6]), (test, fx.CUB_IMAGES[6:])):
+    train, val, test = data.split("train"), data.split("val"), data.split("test")
+    by_key = {im.rel: im for im in fx.CUB_IMAGES}
+    # Train and val partition the train classes' images, one val image per class, each in input order.
+    assert sorted(train.keys + val.keys) == sorted(im.rel for im in fx.CUB_IMAGES[:6])
+    assert sorted(val.class_ids.tolist()) == [0, 1, 2] and sorted(train.class_ids.tolist()) == [0, 1, 2]
+    order = [im.rel for im in fx.CUB_IMAGES]
+    assert all(sorted(k, key=order.index) == k for k in (train.keys, val.keys))
+    for split, images in ((train, [by_key[k] for k in train.keys]), (val, [by_key[k] for k in val.keys]),
+                          (test, fx.CUB_IMAGES[6:])):
         assert split.keys == [im.rel for im in images]
         assert split.class_ids.tolist() == [im.class_id - 1 for im in images]
         assert split.captions == [fx.expected_cub_captions(im) for im in images]
@@ -133,8 +143,9 @@ def test_cub_prepare(cub):
     # A box one pixel off gives a different image (the comparison can tell).
     im = fx.CUB_IMAGES[0]
     x1, y1, x2, y2 = im.box
-    assert not np.array_equal(_expected(jpegs[im.rel], (x1 + 1, y1, x2 + 1, y2)), np.asarray(train.images[0]))
-    assert train.lengths.shape == (6, 10) and (train.lengths > 0).all()
+    assert not np.array_equal(_expected(jpegs[im.rel], (x1 + 1, y1, x2 + 1, y2)),
+                              _expected(jpegs[im.rel], im.box))
+    assert train.lengths.shape == (3, 10) and (train.lengths > 0).all()
     # The caption archive was extracted without its large feature files.
     extracted = cub["downloads"] / "extracted" / "cvpr2016_cub" / "cvpr2016_cub"
     assert (extracted / "text_c10").is_dir() and not (extracted / "images").exists()
@@ -143,7 +154,7 @@ def test_cub_prepare(cub):
 def test_cub_prepare_parallel_identical_and_idempotent(cub):
     one = _prepare_cub(cub, cub["tmp"] / "p1")
     two = _prepare_cub(cub, cub["tmp"] / "p2", workers=2)
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         a, b = PreparedData(one).split(split), PreparedData(two).split(split)
         np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
         assert a.keys == b.keys
@@ -245,7 +256,7 @@ def test_cub_caption_problem_named_or_skipped(cub, content, reason):
     assert data.manifest["skipped_count"] == 1
     assert data.manifest["skipped"] == [{"key": bad.rel, "reason": reason, "caption_file": caption_file}]
     assert data.manifest["splits"]["test"]["count"] == 2 and bad.rel not in data.split("test").keys
-    assert data.manifest["splits"]["train"]["count"] == 6
+    assert data.manifest["splits"]["train"]["count"] + data.manifest["splits"]["val"]["count"] == 6
 
 
 def test_cub_non_utf8_caption(cub):
@@ -316,7 +327,14 @@ def test_oxford102_prepare(flowers):
     train_imgs = [fl for fl in fx.FLOWER_IMAGES if fl.label != 4]  # classes 1-3
     test_imgs = [fl for fl in fx.FLOWER_IMAGES if fl.label == 4]
     assert [fl.index for fl in train_imgs] == [1, 2, 4, 5, 7] and [fl.index for fl in test_imgs] == [3, 6, 8]
-    assert m["split"]["counts"] == {"train": 5, "test": 3} and m["split"]["paper_counts"] == {
+    val_keys = set(data.split("val").keys)
+    train_imgs, val_imgs = ([fl for fl in train_imgs if fx.flower_key(fl) not in val_keys],
+                            [fl for fl in train_imgs if fx.flower_key(fl) in val_keys])
+    # One image of each train class with two or more goes to val; a class with one keeps it for training.
+    per_class = {c: sum(fl.label == c for fl in train_imgs + val_imgs) for c in (1, 2, 3)}
+    assert sorted(fl.label for fl in val_imgs) == sorted(c for c, n in per_class.items() if n >= 2)
+    assert m["split"]["counts"] == {"train": 5 - len(val_imgs), "val": len(val_imgs), "test": 3}
+    assert m["split"]["paper_counts"] == {
         "train": 7034,
         "test": 1155,
     }
@@ -327,7 +345,7 @@ def test_oxford102_prepare(flowers):
     assert m["sources"] == {**flowers["md5s"], "cvpr2016_flowers.tar.gz": fx.md5(flowers["captions"])}
     assert m["class_names"] == ["class_00001", "class_00002", "class_00003", "class_00004"]
     jpegs = fx.flower_jpegs()
-    for name, images in (("train", train_imgs), ("test", test_imgs)):
+    for name, images in (("train", train_imgs), ("val", val_imgs), ("test", test_imgs)):
         split = data.split(name)
         assert split.keys == [fx.flower_key(fl) for fl in images]
         assert split.class_ids.tolist() == [fl.label - 1 for fl in images]
@@ -365,10 +383,23 @@ def test_oxford102_caption_missing_skipped(flowers):
     scale.data.skip_missing_captions = True
     data = PreparedData(_prepare_flowers(flowers, flowers["tmp"] / "out", scale=scale, captions=archive))
     assert data.manifest["skipped_count"] == 1 and data.manifest["skipped"][0]["key"] == "jpg/image_00007.jpg"
-    assert data.manifest["splits"]["train"]["count"] == 4
-    assert json.loads((data.root / "train" / "keys.json").read_text()) == [
+    assert data.manifest["splits"]["train"]["count"] + data.manifest["splits"]["val"]["count"] == 4
+    keys = [json.loads((data.root / split / "keys.json").read_text()) for split in ("train", "val")]
+    assert sorted(keys[0] + keys[1]) == [
         "jpg/image_00001.jpg",
         "jpg/image_00002.jpg",
         "jpg/image_00004.jpg",
         "jpg/image_00005.jpg",
     ]
+
+
+def test_val_holds_out_a_seeded_subset_of_each_train_class():
+    from csfgan.data.reed_captions import hold_out_val
+
+    items = [(c, i) for c in range(5) for i in range(10)] + [(9, 0)]  # class 9 has a single image
+    train, val = hold_out_val(items, lambda it: it[0], per_class=3, seed=0)
+    assert sorted(train + val) == sorted(items) and not set(train) & set(val)
+    assert [sum(c == k for c, _ in val) for k in (0, 1, 2, 3, 4, 9)] == [3, 3, 3, 3, 3, 0]
+    assert train == sorted(train) and val == sorted(val)  # input order kept
+    assert hold_out_val(items, lambda it: it[0], 3, 0) == (train, val)
+    assert hold_out_val(items, lambda it: it[0], 3, 1)[1] != val

@@ -143,7 +143,15 @@ def test_prepared_layout_and_disjoint_classes(prepared, smoke, dataset):
     assert m["generator_version"] == S.GENERATOR_VERSION and m["parts"] == S.parts(dataset)
     assert m["colour_attributes"] == S.colour_attributes(dataset)
     assert [s["class_id"] for s in m["species"]["test"]] == sorted(set(test.class_ids.tolist()))
-    for split in (train, test):
+    # val: further images of the train species, none of them a train image.
+    val = data.split("val")
+    assert len(val) == spec.train_species * per.images_per_class_val
+    assert set(val.class_ids.tolist()) == set(train.class_ids.tolist())
+    assert not {v["background_seed"] for v in val.scenes} & {t["background_seed"] for t in train.scenes}
+    train_bytes = {np.asarray(im).tobytes() for im in train.images}
+    assert not any(np.asarray(im).tobytes() in train_bytes for im in val.images)
+    assert m["split"]["counts"] == {"train": len(train), "val": len(val), "test": len(test)}
+    for split in (train, val, test):
         assert all(len(c) == S.CAPTIONS_PER_IMAGE for c in split.captions)
         assert int(split.part_masks.max()) <= len(S.parts(dataset))
         assert split.attributes[0] == split.scenes[0]["attributes"]

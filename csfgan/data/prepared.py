@@ -1,6 +1,7 @@
 """The one prepared format every dataset is written in, and its reader.
 
-    <root>/manifest.json            counts, split, seed, generator version, sources, config
+    <root>/manifest.json            counts, split definition, seed, generator version, sources, config,
+                                    and "files": every other file's bytes and sha256 (+ shape, dtype)
     <root>/vocab.json               vocabulary built from the training captions
     <root>/<split>/images.npy       uint8 (N, H, W, 3), memory-mapped when read
     <root>/<split>/class_ids.npy    int32 (N,)
@@ -13,12 +14,18 @@
     <root>/<split>/attributes.json  N dicts of attribute name -> value
     <root>/<split>/scenes.json      N scene descriptions from which the renderer redraws the image
 
+The splits are ``train``, ``val`` (for tuning and checkpoint choice: images of the train classes,
+disjoint from the train images) and ``test`` (class-disjoint, for the final numbers only).
+
 Writing goes to a hidden sibling directory that is renamed into place only when complete, so an
-interrupted ``prepare`` leaves nothing a later step could take for a finished dataset.
+interrupted ``prepare`` leaves nothing a later step could take for a finished dataset. Reading checks
+every file's size (and each array's shape and dtype) against the manifest, so a truncated or
+replaced file is an error, not a silently shorter dataset; :func:`verify` also checks the hashes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,10 +37,11 @@ import numpy as np
 
 from csfgan.data.text import Vocabulary, encode_captions
 from csfgan.errors import UserError
-from csfgan.io import temporary_dir, write_json
+from csfgan.io import UNWRITABLE, OutputError, temporary_dir, write_json
 
-FORMAT_VERSION = 1
-SPLITS = ("train", "test")
+# 2: the val split and the per-file sizes and hashes in the manifest.
+FORMAT_VERSION = 2
+SPLITS = ("train", "val", "test")
 
 
 class PreparedDataError(UserError, RuntimeError):
@@ -51,7 +59,13 @@ def check_existing(out: Path, config: dict[str, Any]) -> bool:
             f"{out} exists but has no manifest.json (not a prepared dataset, or a foreign folder): "
             f"delete it or choose another --out"
         )
-    old = json.loads(manifest.read_text()).get("config")
+    body = _read_manifest(manifest)
+    if body.get("format_version") != FORMAT_VERSION:
+        raise PreparedDataError(
+            f"{out} was prepared by another csfgan (format version {body.get('format_version')}, this one "
+            f"writes {FORMAT_VERSION}): delete {out} to prepare it again, or choose another --out"
+        )
+    old = body.get("config")
     if old != config:
         diff = sorted(k for k in set(old or {}) | set(config) if (old or {}).get(k) != config.get(k))
         raise PreparedDataError(
@@ -59,6 +73,80 @@ def check_existing(out: Path, config: dict[str, Any]) -> bool:
             f"delete {out} to prepare it again, or choose another --out"
         )
     return True
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PreparedDataError(f"{path}: unreadable ({exc}); delete {path.parent} and run `csfgan prepare` "
+                                f"again") from exc
+    if not isinstance(body, dict):
+        raise PreparedDataError(f"{path}: not a manifest (a JSON object); delete {path.parent} and run "
+                                f"`csfgan prepare` again")
+    return body
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _npy_header(path: Path) -> tuple[list[int], str]:
+    array = np.load(path, mmap_mode="r")  # reads the header only
+    return list(array.shape), array.dtype.str
+
+
+def describe_files(root: Path) -> dict[str, dict[str, Any]]:
+    """What the manifest records of every file under ``root`` but itself: bytes, sha256, and for an
+    array its shape and dtype."""
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        entry: dict[str, Any] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        if path.suffix == ".npy":
+            entry["shape"], entry["dtype"] = _npy_header(path)
+        files[path.relative_to(root).as_posix()] = entry
+    return files
+
+
+def _damaged(root: Path, path: Path, what: str, dataset: str) -> PreparedDataError:
+    return PreparedDataError(
+        f"{path}: {what}; the prepared data is damaged or was changed after `csfgan prepare`: delete {root} "
+        f"and run `csfgan prepare --dataset {dataset} --scale SCALE --out {root}` again"
+    )
+
+
+def check_files(root: Path, manifest: dict[str, Any], *, hashes: bool = False) -> None:
+    """Raise PreparedDataError naming the first file that is missing or whose size, shape or dtype (and
+    with ``hashes`` its sha256) differs from the manifest's record."""
+    dataset = manifest.get("dataset", "NAME")
+    for rel, want in manifest["files"].items():
+        path = root / rel
+        if not path.is_file():
+            raise _damaged(root, path, "missing", dataset)
+        size = path.stat().st_size
+        if size != want["bytes"]:
+            raise _damaged(root, path, f"{size} bytes, the manifest records {want['bytes']} (truncated?)", dataset)
+        if "shape" in want:
+            try:
+                shape, dtype = _npy_header(path)
+            except (OSError, ValueError) as exc:
+                raise _damaged(root, path, f"not a readable .npy array ({exc})", dataset) from exc
+            if (shape, dtype) != (want["shape"], want["dtype"]):
+                raise _damaged(root, path, f"array {dtype} {shape}, the manifest records {want['dtype']} "
+                                           f"{want['shape']}", dataset)
+        if hashes and file_sha256(path) != want["sha256"]:
+            raise _damaged(root, path, "content differs from the sha256 the manifest records", dataset)
+
+
+def verify(root: Path) -> dict[str, Any]:
+    """Check every file of a prepared dataset against its manifest, hashes included; the manifest."""
+    data = PreparedData(root)
+    check_files(data.root, data.manifest, hashes=True)
+    return data.manifest
 
 
 def _absent(path: Path) -> bool:
@@ -184,6 +272,7 @@ class PreparedWriter:
             "splits": splits,
             "config": self.config,
             **manifest,
+            "files": describe_files(self.tmp),
         }
         write_json(self.tmp / "manifest.json", body)
         if not _absent(self.out):
@@ -194,6 +283,8 @@ class PreparedWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, UserError) and exc.errno in UNWRITABLE:
+            raise OutputError(self.out, exc) from exc
 
 
 class PreparedSplit:
@@ -251,12 +342,13 @@ class PreparedData:
                 f"{self.root} is not a prepared dataset (no manifest.json): run "
                 f"`csfgan prepare --dataset NAME --scale SCALE --out {self.root}` first"
             )
-        self.manifest: dict[str, Any] = json.loads(manifest.read_text())
+        self.manifest: dict[str, Any] = _read_manifest(manifest)
         if self.manifest.get("format_version") != FORMAT_VERSION:
             raise PreparedDataError(
                 f"{manifest}: format version {self.manifest.get('format_version')}, this csfgan reads "
-                f"{FORMAT_VERSION}: prepare the dataset again"
+                f"{FORMAT_VERSION}: delete {self.root} and run `csfgan prepare` again"
             )
+        check_files(self.root, self.manifest)
         self.vocab = Vocabulary.load(self.root / "vocab.json")
         self._splits: dict[str, PreparedSplit] = {}
 

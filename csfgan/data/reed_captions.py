@@ -207,9 +207,37 @@ def preparation_config(dataset: str, scale, sources: dict[str, str], preprocessi
         "max_words": scale.text.max_words,
         "captions_per_image": CAPTIONS_PER_IMAGE,
         "skip_missing_captions": bool(scale.data.skip_missing_captions),
+        "images_per_class_val": scale.data.images_per_class_val,
+        "val_seed": scale.data.seed,
         "preprocessing": preprocessing,
         "sources": dict(sorted(sources.items())),
     }
+
+
+def hold_out_val(items: list, class_of, per_class: int, seed: int) -> tuple[list, list]:
+    """Split the train classes' ``items`` into (train, val): ``per_class`` images of each class, drawn
+    with ``seed``, go to val (at most all but one, so every train class keeps an image). Both keep
+    the input order.
+
+    Why images of the train classes and not held-out classes: val then means the same on every
+    dataset (the synthetic sets render new images of their train species), and training keeps all
+    150 / 82 classes; holding out, say, 15 classes would remove 10 % of the species the model learns
+    from, a larger departure from the paper than a few images per class. The cost: val measures
+    seen classes, the test split unseen ones (README, "Splits").
+    """
+    import numpy as np
+
+    by_class: dict[int, list[int]] = {}
+    for i, item in enumerate(items):
+        by_class.setdefault(class_of(item), []).append(i)
+    chosen: set[int] = set()
+    for class_id, indices in sorted(by_class.items()):
+        k = min(per_class, len(indices) - 1)
+        if k > 0:
+            picked = np.random.default_rng([seed, class_id]).choice(len(indices), k, replace=False)
+            chosen.update(indices[j] for j in picked.tolist())
+    return ([it for i, it in enumerate(items) if i not in chosen],
+            [it for i, it in enumerate(items) if i in chosen])
 
 
 def _imap(fn, tasks: list, workers: int):
@@ -276,10 +304,13 @@ def write_real(
         by_split[split].append((rec, caps))
     if problems and not scale.data.skip_missing_captions:
         raise caption_error(problems)
+    train_class_images = len(by_split["train"])
+    by_split["train"], by_split["val"] = hold_out_val(by_split["train"], lambda item: item[0].class_id,
+                                                      scale.data.images_per_class_val, scale.data.seed)
     for split, items in by_split.items():
         if not items:
-            raise DataSourceError(f"{dataset}: no usable images in the {split} split (check {captions.archive})")
-
+            raise DataSourceError(f"{dataset}: no usable images in the {split} split (check {captions.archive}"
+                                  + ("; val needs a train class with two or more images)" if split == "val" else ")"))
     skipped = [
         {"key": key, "reason": p.reason, "caption_file": str(p.path.relative_to(captions.root))} for key, p in problems
     ]
@@ -304,6 +335,12 @@ def write_real(
             split={
                 "by": "class",
                 "definition": f"Reed et al. (2016) {TRAIN_CLASSES} / {TEST_CLASSES} from {captions.archive.name}",
+                "val": f"{scale.data.images_per_class_val} images of each train class (at most all but one), "
+                       f"drawn with seed [{scale.data.seed}, class id], held out of the train split: train "
+                       f"has {len(by_split['val'])} of {train_class_images} train-class images fewer than "
+                       f"the paper trains on; val is for tuning and checkpoint choice, test for the final "
+                       f"numbers only",
+                "val_held_out_from_train": len(by_split["val"]),
                 "train_classes": captions.train_classes,
                 "test_classes": captions.test_classes,
                 "unsplit_classes": sorted(unsplit),

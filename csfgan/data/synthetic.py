@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from csfgan.config import ScaleConfig
-from csfgan.data.prepared import PreparedWriter, check_existing
+from csfgan.data.prepared import SPLITS, PreparedWriter, check_existing
 from csfgan.data.text import tokenize
 
 # Bump whenever a change could alter a rendered byte, a caption or a species: prepared data records
@@ -70,7 +70,9 @@ NO_WING_BARS = "none"
 # Largest per-channel offset of a part's rendered colour from its palette value.
 COLOUR_JITTER = 10
 
-_SPLIT_IDS = {"train": 0, "test": 1}
+# Part of every image's seed: val images are new draws of the train species (split id 2), so they are
+# disjoint from the train images, which stay exactly what they were before the val split existed.
+_SPLIT_IDS = {"train": 0, "test": 1, "val": 2}
 
 
 def colour_palette() -> dict[str, tuple[int, int, int]]:
@@ -1253,6 +1255,7 @@ def prepare_synthetic(dataset: str, out: Path, scale: ScaleConfig, workers: int 
         "resolution": scale.resolution,
         "images_per_class_train": data.images_per_class_train,
         "images_per_class_test": data.images_per_class_test,
+        "images_per_class_val": data.images_per_class_val,
         "seed": data.seed,
         "generator_version": GENERATOR_VERSION,
         "captions_per_image": CAPTIONS_PER_IMAGE,
@@ -1261,26 +1264,27 @@ def prepare_synthetic(dataset: str, out: Path, scale: ScaleConfig, workers: int 
     if check_existing(out, config):
         return
     all_species = species(dataset, data.seed)
-    per_class = {"train": data.images_per_class_train, "test": data.images_per_class_test}
+    split_species = {"train": all_species["train"], "test": all_species["test"], "val": all_species["train"]}
+    per_class = {"train": data.images_per_class_train, "test": data.images_per_class_test,
+                 "val": data.images_per_class_val}
     tasks = []
     class_ids: dict[str, list[int]] = {}
-    offset = 0
-    for split in ("train", "test"):
+    first_id = {"train": 0, "test": len(all_species["train"]), "val": 0}
+    for split in ("train", "test", "val"):  # the order of the tasks before val existed, then val
         class_ids[split] = []
         position = 0
-        for j, attrs in enumerate(all_species[split]):
-            class_id = offset + j
+        for j, attrs in enumerate(split_species[split]):
+            class_id = first_id[split] + j
             class_ids[split].append(class_id)
             for index in range(per_class[split]):
                 tasks.append((dataset, data.seed, split, position, class_id, index, attrs, scale.resolution))
                 position += 1
-        offset += len(all_species[split])
-    counts = {s: len(class_ids[s]) * per_class[s] for s in ("train", "test")}
+    counts = {s: len(class_ids[s]) * per_class[s] for s in SPLITS}
 
     with PreparedWriter(
         out, dataset=dataset, resolution=scale.resolution, config=config, max_words=scale.text.max_words
     ) as writer:
-        writers = {s: writer.split(s, counts[s], with_parts=True) for s in ("train", "test")}
+        writers = {s: writer.split(s, counts[s], with_parts=True) for s in SPLITS}
 
         def put(record: tuple) -> None:
             split, position, image, mask, captions, class_id, key, attrs, scene = record
@@ -1305,5 +1309,14 @@ def prepare_synthetic(dataset: str, out: Path, scale: ScaleConfig, workers: int 
             species={
                 s: [{"class_id": c, "attributes": a} for c, a in zip(class_ids[s], all_species[s], strict=True)]
                 for s in ("train", "test")
+            },
+            split={
+                "by": "class (test) and image (val)",
+                "train": f"{len(all_species['train'])} species x {per_class['train']} images",
+                "test": f"{len(all_species['test'])} other species x {per_class['test']} images, colour "
+                        f"combinations never seen in training; for the final numbers only",
+                "val": f"the {len(all_species['train'])} train species x {per_class['val']} further images "
+                       f"(image seeds disjoint from train's), for tuning and checkpoint choice",
+                "counts": counts,
             },
         )
