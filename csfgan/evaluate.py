@@ -1,4 +1,4 @@
-"""Evaluate a finished run: inpaint the test split, then measure (DESIGN.md, "Evaluation protocol").
+"""Evaluate a finished run: inpaint the test split, then measure (README, "Evaluation protocol").
 
 One caption per test image, chosen by a seeded rule and recorded; the final checkpoint only (no
 checkpoint picking on the test set). Everything is computed before anything is written, and the
@@ -32,7 +32,7 @@ from csfgan.io import write_json
 from csfgan.metrics.fid import fid_kid, inception_weights_available
 from csfgan.metrics.pixel import pixel_metrics
 from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_precision
-from csfgan.models.generator import Generator
+from csfgan.models.generator import Generator, check_architecture
 from csfgan.models.text import TextEncoder, padding_mask
 from csfgan.provenance import provenance
 from csfgan.train import GENERATOR_KIND
@@ -67,6 +67,7 @@ class InpaintingModel:
     def __init__(self, checkpoint: Path, device: str | torch.device = "cpu"):
         self.path = Path(checkpoint)
         ckpt = load_checkpoint(self.path, GENERATOR_KIND)
+        check_architecture(ckpt.get("architecture"), str(self.path))
         self.checkpoint = ckpt
         self.run: dict[str, Any] = ckpt["run"]
         self.cfg: ScaleConfig = from_dict(ScaleConfig, self.run["config"], f"{self.path}: run.config")
