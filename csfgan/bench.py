@@ -118,7 +118,7 @@ def bench_scale(scale: str, variant: str = "full", *, batch: int | None = None, 
     text = TextEncoder(VOCAB_SIZE, cfg.text).eval().requires_grad_(False)
     damsm = DamsmImageEncoder(cfg.resolution, cfg.text.hidden_dim, cfg.text.damsm.image_channels)
     damsm.eval().requires_grad_(False)
-    loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm.features)
+    loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm.features, damsm_image=damsm)
     with torch.no_grad():
         words, sent = text(x.tokens, x.lengths)
     word_mask = x.tokens == 0

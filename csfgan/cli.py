@@ -117,20 +117,24 @@ def cmd_pretrain_text(args: argparse.Namespace) -> int:
 def cmd_params(args: argparse.Namespace) -> int:
     import json
 
-    from csfgan.models.params import count_parameters, parameter_breakdown
+    from csfgan.models.params import PAPER_REPORTED_PARAMETERS, count_parameters, parameter_breakdown
     from csfgan.models.text import TextEncoder
     from csfgan.train import resolve_config
 
     cfg, name = resolve_config(args.scale, args.variant, args.set)
     breakdown = parameter_breakdown(cfg)
-    # Pretrained with DAMSM and frozen during GAN training, so outside "total".
+    # Pretrained with DAMSM and frozen during GAN training.
     breakdown["text_encoder (frozen)"] = count_parameters(TextEncoder(args.vocab_size, cfg.text))
     if args.json:
         print(json.dumps({"scale": cfg.name, "variant": name, "parameters": breakdown}, indent=2))
         return 0
-    print(f"trainable parameters, scale {cfg.name}, variant {name}:")
+    print(f"trainable parameters, scale {cfg.name}, variant {name} (generator, discriminators and the frozen "
+          f"text encoder counted apart; the paper's {PAPER_REPORTED_PARAMETERS / 1e6:.2f} M is the generator's):")
     for key, value in breakdown.items():
-        print(f"  {key:<32} {value:>14,d}  ({value / 1e6:.2f} M)")
+        note = ""
+        if key == "generator":
+            note = f"  {value / PAPER_REPORTED_PARAMETERS - 1:+.2%} vs the paper's generator"
+        print(f"  {key:<32} {value:>14,d}  ({value / 1e6:.2f} M){note}")
     return 0
 
 

@@ -76,7 +76,9 @@ class TextConfig:
 class ModelConfig:
     base_channels: int = 64
     max_channels: int = 512
-    # 1-based encoder layers that receive sentence-level (Eq. 1-2) and word-level (Eq. 3) fusion.
+    # Generator layers that receive sentence-level (Eq. 1-2) and word-level (Eq. 3) fusion, numbered
+    # as the authors count (the input conv is layer 1; layer L works at resolution / 2^(L-1)): at
+    # 256 px sentence fusion at 128² and 32², word fusion at 8² and 2², as the paper has them.
     sentence_fusion_layers: list[int] = field(default_factory=lambda: [2, 4])
     word_fusion_layers: list[int] = field(default_factory=lambda: [6, 8])
     condition_dim: int = 100  # conditioning-augmentation output c
@@ -96,7 +98,12 @@ class LossConfig:
     tv: float = 0.1  # λ_tv, Eq. 8
     edge: float = 0.5  # λ_edge, Eq. 9
     gan: float = 0.002  # λ_G, Eq. 10
-    kl: float = 1.0  # conditioning-augmentation KL term (StackGAN/AttnGAN weight)
+    # Text-matching loss (Section 3.1; Eq. 12 omits it): DAMSM word + sentence loss of the composite
+    # against its caption, through the frozen DAMSM image encoder; 0.001 as in the authors' code.
+    match: float = 0.001
+    # Conditioning-augmentation KL term (StackGAN/AttnGAN use 1). In neither the paper nor the authors'
+    # code, and with it the sentence branch collapsed to noise (docs/deviations.md): off; variant `kl`.
+    kl: float = 0.0
     perceptual_layers: list[str] = field(default_factory=lambda: ["relu1_2", "relu2_2", "relu3_3"])
     # Which network the perceptual loss uses: "vgg16" (ImageNet weights from the torch cache or
     # ``perceptual_weights_path``) with ``perceptual_fallback`` used, and recorded, when none load.
@@ -160,11 +167,12 @@ class ScaleConfig:
             raise ConfigError(f"{where}: resolution must be a power of two >= 16, got {self.resolution}")
         layers = self.num_layers
         for key in ("sentence_fusion_layers", "word_fusion_layers"):
-            bad = [i for i in getattr(self.model, key) if not 1 <= i <= layers]
+            bad = [i for i in getattr(self.model, key) if not 2 <= i <= layers]
             if bad:
                 raise ConfigError(
-                    f"{where}: model.{key} {bad} outside the generator's encoder layers 1..{layers} "
-                    f"(log2 of resolution {self.resolution})"
+                    f"{where}: model.{key} {bad} outside the generator's fusable layers 2..{layers} "
+                    f"(layer 1 is the input conv; {layers} = log2 of resolution {self.resolution}; layer L "
+                    f"works at {self.resolution}/2^(L-1) px)"
                 )
         if self.data.mask not in ("center", "irregular"):
             raise ConfigError(f"{where}: data.mask must be 'center' or 'irregular', got {self.data.mask!r}")
@@ -175,6 +183,7 @@ class ScaleConfig:
 
     @property
     def num_layers(self) -> int:
+        """The generator's encoder layers, the input conv included (8 at 256 px, as the paper counts)."""
         return self.resolution.bit_length() - 1
 
 
@@ -240,6 +249,7 @@ RANGES: dict[str, Range] = {
     "loss.edge": NON_NEGATIVE,
     "loss.gan": NON_NEGATIVE,
     "loss.kl": NON_NEGATIVE,
+    "loss.match": NON_NEGATIVE,
     "train.batch_size": AT_LEAST_ONE,
     "train.steps": AT_LEAST_ONE,
     "train.lr": POSITIVE,

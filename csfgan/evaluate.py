@@ -1,4 +1,4 @@
-"""Evaluate a finished run: inpaint the test split, then measure (DESIGN.md, "Evaluation protocol").
+"""Evaluate a finished run: inpaint the test split, then measure (README, "Evaluation protocol").
 
 ``split="val"`` measures the validation split instead (``RUN/metrics_val.json``, ``RUN/eval_val/``):
 tuning and checkpoint choices are made there, and the test split gives the final numbers only.
@@ -36,7 +36,7 @@ from csfgan.lock import command_line, output_lock
 from csfgan.metrics.fid import fid_kid, inception_weights_available
 from csfgan.metrics.pixel import pixel_metrics
 from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_precision
-from csfgan.models.generator import Generator
+from csfgan.models.generator import Generator, check_architecture
 from csfgan.models.text import TextEncoder, padding_mask
 from csfgan.provenance import provenance
 from csfgan.train import GENERATOR_KIND
@@ -71,6 +71,7 @@ class InpaintingModel:
     def __init__(self, checkpoint: Path, device: str | torch.device = "cpu"):
         self.path = Path(checkpoint)
         ckpt = load_checkpoint(self.path, GENERATOR_KIND)
+        check_architecture(ckpt.get("architecture"), str(self.path))
         self.checkpoint = ckpt
         self.run: dict[str, Any] = ckpt["run"]
         self.cfg: ScaleConfig = from_dict(ScaleConfig, self.run["config"], f"{self.path}: run.config")

@@ -12,6 +12,10 @@ Conventions:
   public code does, so its generator never receives adversarial gradient). Detaching the fake
   batch for the discriminator step is the caller's job.
 * ``GeneratorLoss`` builds only the terms whose weight is > 0 (no VGG is built when λ_per = 0).
+* Besides Eq. 12 the generator is trained with the text-matching loss Section 3.1 names (the DAMSM
+  word and sentence loss of the output, weight 0.001 in the authors' code; ``text_matching_loss``).
+  The KL term of conditioning augmentation is in neither the paper nor the authors' code and is off
+  by default (``loss.kl``; variant ``kl``). docs/deviations.md lists every such choice.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch import Tensor, nn
 
 from csfgan.config import LossConfig, ScaleConfig
 from csfgan.errors import UserError
+from csfgan.models.damsm import DamsmImageEncoder, sent_loss, words_loss
 from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator, log_one_minus_exp
 
 # A perceptual feature extractor: images in [-1, 1] (B, 3, H, W) -> a list of feature maps.
@@ -79,8 +84,44 @@ def edge_loss(real: Tensor, fake: Tensor) -> Tensor:
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(μ, σ²) ‖ N(0, I)) of conditioning augmentation, averaged over elements as in
-    StackGAN/AttnGAN (whose weight, 1, is ``LossConfig.kl``)."""
+    StackGAN/AttnGAN (which weight it 1; here ``LossConfig.kl``, 0 unless a variant sets it)."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
+
+
+def text_matching_loss(
+    image_encoder: DamsmImageEncoder,
+    fake: Tensor,
+    words: Tensor,
+    sent: Tensor,
+    word_mask: Tensor,
+    class_ids: Tensor | None,
+    gammas: tuple[float, float, float],
+) -> Tensor:
+    """The text-matching loss of Section 3.1: DAMSM word loss + sentence loss (AttnGAN Eq. 11-13,
+    both directions each) between the output's DAMSM image features and its caption's word and
+    sentence features, as the authors' code applies it to the output (weight 0.001).
+
+    ``image_encoder`` is the frozen, pretrained DAMSM image encoder (the caller freezes it: gradient
+    flows through it to ``fake`` but leaves its weights untouched); ``class_ids`` exclude captions of
+    the same class from the negatives, as in DAMSM pretraining. Computed in fp32 (the matching scores
+    go through softmax and log-sum-exp with γ up to 10).
+    """
+    g1, g2, g3 = gammas
+    regions, code = image_encoder(fake)
+    w0, w1 = words_loss(regions.float(), words.float(), word_mask, class_ids, g1, g2, g3)
+    s0, s1 = sent_loss(code.float(), sent.float(), class_ids, g3)
+    return w0 + w1 + s0 + s1
+
+
+def sentence_snr(mu: Tensor, logvar: Tensor) -> Tensor:
+    """Signal-to-noise ratio of the sentence branch's conditioning augmentation ``c = μ(s) + σ(s) ε``.
+
+    The variance of μ over the batch's captions (what the caption contributes), over the mean CA noise
+    variance σ², per dimension, averaged over the dimensions. Near 0 the sentence fusion's γ/β are
+    driven by noise, not by the caption (what the KL term did here: 0.001 against 0.6–1.4 without it).
+    """
+    mu, var = mu.detach().float(), logvar.detach().float().exp()
+    return (mu.var(dim=0) / var.mean(dim=0).clamp_min(1e-12)).mean()
 
 
 def generator_gan_loss(fake_logits: Tensor, fake_word_log_prob: Tensor | None = None) -> Tensor:
@@ -270,14 +311,17 @@ class PerceptualLoss(nn.Module):
 
 
 class GeneratorLoss(nn.Module):
-    """λ_rec L_rec + λ_per L_per + λ_tv L_tv + λ_edge L_edge + λ_G L_G + λ_kl KL (Eq. 12 + the CA KL term).
+    """λ_rec L_rec + λ_per L_per + λ_tv L_tv + λ_edge L_edge + λ_G L_G (Eq. 12) + λ_match L_match
+    (Section 3.1) + λ_kl KL (optional CA term, off by default).
 
     Only terms with weight > 0 are built and computed; the KL term also needs sentence fusion (the
-    conditioning augmentation lives there) and the D(I', w) part of L_G the word-level discriminator
-    (``model.word_level_discriminator``). ``terms`` lists what was built.
+    conditioning augmentation lives there), the D(I', w) part of L_G the word-level discriminator
+    (``model.word_level_discriminator``), and L_match the frozen DAMSM image encoder
+    (``damsm_image``). ``terms`` lists what was built.
     """
 
-    def __init__(self, cfg: ScaleConfig, perceptual_fallback: FeatureExtractor | None = None):
+    def __init__(self, cfg: ScaleConfig, perceptual_fallback: FeatureExtractor | None = None,
+                 damsm_image: DamsmImageEncoder | None = None):
         super().__init__()
         lc = cfg.loss
         self.weights = {
@@ -288,6 +332,7 @@ class GeneratorLoss(nn.Module):
                 ("tv", lc.tv),
                 ("edge", lc.edge),
                 ("gan", lc.gan),
+                ("match", lc.match),
                 ("kl", lc.kl if cfg.model.sentence_fusion_layers else 0.0),
             )
             if w > 0
@@ -295,6 +340,15 @@ class GeneratorLoss(nn.Module):
         self.terms = tuple(self.weights)
         self.word_level = "gan" in self.weights and cfg.model.word_level_discriminator
         self.perceptual = PerceptualLoss(lc, perceptual_fallback) if "per" in self.weights else None
+        damsm = cfg.text.damsm
+        self.match_gammas = (damsm.gamma1, damsm.gamma2, damsm.gamma3)
+        if "match" in self.weights and damsm_image is None:
+            raise UserError(
+                f"loss.match is {lc.match}: the text-matching loss needs the pretrained DAMSM image encoder "
+                "(GeneratorLoss(damsm_image=...)); set loss.match: 0 to train without it"
+            )
+        # Not registered as a submodule (as the perceptual fallback): the caller owns and freezes it.
+        object.__setattr__(self, "_damsm_image", damsm_image if "match" in self.weights else None)
 
     def forward(
         self,
@@ -307,13 +361,16 @@ class GeneratorLoss(nn.Module):
         mask: Tensor | None = None,
         words: Tensor | None = None,
         word_mask: Tensor | None = None,
+        sent: Tensor | None = None,
+        class_ids: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """``real`` I and ``fake`` I' (the composite, with its graph to the generator).
 
         ``aux`` is the generator's aux output (for KL); ``global_d`` / ``word_d`` are the current
-        discriminators (for L_G), ``mask``, ``words``, ``word_mask`` what D(I', w) needs. Returns the
-        weighted total and the unweighted value of every built term (detached, for logging), with
-        ``gan_global`` / ``gan_word`` splitting ``gan``.
+        discriminators (for L_G), ``mask``, ``words``, ``word_mask`` what D(I', w) needs; L_match also
+        takes ``sent`` and the batch's ``class_ids`` (None: every other caption is a negative).
+        Returns the weighted total and the unweighted value of every built term (detached, for
+        logging), with ``gan_global`` / ``gan_word`` splitting ``gan``.
         """
         values: dict[str, Tensor] = {}
         if "rec" in self.weights:
@@ -339,12 +396,17 @@ class GeneratorLoss(nn.Module):
             extra = {"gan_global": F.softplus(-logits).mean().detach()}
             if word_log_prob is not None:
                 extra["gan_word"] = -word_log_prob.mean().detach()
+        if "match" in self.weights:
+            if words is None or word_mask is None or sent is None:
+                raise ValueError("GeneratorLoss: loss.match > 0 needs words, word_mask and sent")
+            values["match"] = text_matching_loss(self._damsm_image, fake, words, sent, word_mask, class_ids,
+                                                 self.match_gammas)
         if "kl" in self.weights:
             if not aux or not aux.get("ca_mu"):
                 raise ValueError(
                     "GeneratorLoss: loss.kl > 0 with sentence fusion needs the generator's aux (ca_mu, ca_logvar)"
                 )
-            kls = [kl_divergence(mu, lv) for mu, lv in zip(aux["ca_mu"], aux["ca_logvar"], strict=True)]
+            kls = [kl_divergence(aux["ca_mu"][k], aux["ca_logvar"][k]) for k in aux["ca_mu"]]
             values["kl"] = torch.stack(kls).mean()  # mean over fusion layers: λ_kl keeps one meaning
 
         total = sum((self.weights[name] * value for name, value in values.items()), real.new_zeros(()))

@@ -2,7 +2,7 @@
 
 A run resumes only when everything that decides its weights is what it was: the resolved config
 (scale + variant + overrides), the variant, the seed, the text encoder's bytes, the prepared data's
-manifest, the world size and the perceptual network. Paths may change (a moved dataset or text
+manifest, the world size, the perceptual network and the generator's architecture. Paths may change (a moved dataset or text
 encoder with the same bytes is the same run); anything else would label one run's weights with
 another run's settings.
 """
@@ -17,12 +17,12 @@ from typing import Any
 from csfgan.checkpoint import CheckpointError
 
 IDENTITY_FIELDS = ("config", "variant", "seed", "text_encoder_sha256", "data_manifest_sha256", "world_size",
-                   "perceptual_source")
+                   "perceptual_source", "architecture")
 
 # Everything a run directory holds that belongs to one set of weights (metrics and eval included:
 # they describe final.pt). Starting fresh removes exactly these, nothing else a user put there.
 RUN_OUTPUTS = ("checkpoints", "final.pt", "stats.jsonl", "log.txt", "samples", "config.json", "provenance.json",
-               "metrics.json", "eval")
+               "metrics.json", "eval", "metrics_val.json", "eval_val")
 
 ON_MISMATCH = ("error", "restart")
 

@@ -48,9 +48,9 @@ from csfgan.data.prepared import PreparedData
 from csfgan.errors import UserError
 from csfgan.io import remove_stale_temporaries, write_json
 from csfgan.lock import command_line, output_lock
-from csfgan.losses import GeneratorLoss, discriminator_loss
+from csfgan.losses import GeneratorLoss, discriminator_loss, sentence_snr
 from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator
-from csfgan.models.generator import Generator
+from csfgan.models.generator import GENERATOR_ARCHITECTURE, Generator, check_architecture
 from csfgan.models.text import padding_mask
 from csfgan.provenance import file_sha256, provenance
 from csfgan.resume import ON_MISMATCH, discard_run, identity_differences, mismatch_error, truncate_stats
@@ -159,8 +159,10 @@ def training_precision(cfg: ScaleConfig, device: torch.device):
 
 
 def training_step(models: Models, loss_fn: GeneratorLoss, opt_g, opt_d, real, mask, words, sent, word_mask, *,
-                  amp=None, world: int = 1, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One alternating D step (Eq. 11) and G step (Eq. 12); returns the D loss and the G terms.
+                  class_ids=None, amp=None, world: int = 1, step: int = 0,
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One alternating D step (Eq. 11) and G step (Eq. 12); returns the D loss and the G terms, with
+    ``sentence_snr/<layer>`` (``csfgan.losses.sentence_snr``) for each sentence-fusion layer.
 
     Also what ``csfgan bench`` times, so the benchmark measures exactly the training step.
     """
@@ -188,7 +190,7 @@ def training_step(models: Models, loss_fn: GeneratorLoss, opt_g, opt_d, real, ma
         p.requires_grad_(False)
     with amp:
         loss_g, terms = loss_fn(real, fake, aux=aux, global_d=models.global_d, word_d=models.word_d,
-                                mask=mask, words=words, word_mask=word_mask)
+                                mask=mask, words=words, word_mask=word_mask, sent=sent, class_ids=class_ids)
     for p in models.discriminator_parameters():
         p.requires_grad_(True)
     _check_finite(terms, step, "generator")
@@ -196,6 +198,7 @@ def training_step(models: Models, loss_fn: GeneratorLoss, opt_g, opt_d, real, ma
     loss_g.backward()
     _average_gradients(models.generator.parameters(), world)
     opt_g.step()
+    terms.update({f"sentence_snr/{k}": sentence_snr(mu, aux["ca_logvar"][k]) for k, mu in aux["ca_mu"].items()})
     return loss_d.detach(), terms
 
 
@@ -333,11 +336,12 @@ def _train_locked(
     record["text_encoder_sha256"] = file_sha256(Path(text_encoder))
     record["data_manifest_sha256"] = prepared.manifest_sha256
     record["world_size"] = world
+    record["architecture"] = GENERATOR_ARCHITECTURE
 
     torch.manual_seed(seed)  # the same initial weights on every rank
     models = Models(cfg).to(dev)
     torch.manual_seed(seed * 1000 + rank)  # different noise per rank
-    loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm_image.features).to(dev)
+    loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm_image.features, damsm_image=damsm_image).to(dev)
     record["perceptual_source"] = loss_fn.perceptual.source if loss_fn.perceptual is not None else None
     t = cfg.train
     if dev.type == "cuda":
@@ -363,6 +367,7 @@ def _train_locked(
         print(f"csfgan train: {out} already holds this run, finished (final.pt); nothing to do", file=sys.stderr)
         return out / "final.pt"
     if state is not None:
+        check_architecture(state.get("architecture"), str(out / "checkpoints" / "state.pt"))
         models.load_state_dict(state["models"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
@@ -391,7 +396,7 @@ def _train_locked(
         if rank != 0:
             return
         save_checkpoint({
-            "kind": STATE_KIND, "run": record, "step": step, "elapsed": elapsed,
+            "kind": STATE_KIND, "architecture": GENERATOR_ARCHITECTURE, "run": record, "step": step, "elapsed": elapsed,
             "models": models.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "batch_rng": batches.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
@@ -412,7 +417,7 @@ def _train_locked(
             words, sent, word_mask = text_features(b)
 
             loss_d, terms = training_step(models, loss_fn, opt_g, opt_d, real, mask, words, sent, word_mask,
-                                          amp=amp, world=world, step=step)
+                                          class_ids=b["class_id"], amp=amp, world=world, step=step)
 
             step += 1
             window_images += t.batch_size * world
@@ -422,7 +427,8 @@ def _train_locked(
                 elapsed += now - tick
                 row = {"step": step, "elapsed_s": round(elapsed, 3),
                        "images_per_s": round(window_images / max(now - tick, 1e-9), 2),
-                       "loss_d": float(loss_d), **{f"loss_g/{k}": float(v) for k, v in terms.items()}}
+                       "loss_d": float(loss_d),
+                       **{k if k.startswith("sentence_snr/") else f"loss_g/{k}": float(v) for k, v in terms.items()}}
                 stats_file.write(json.dumps(row) + "\n")
                 stats_file.flush()
                 log_file.write(f"step {step}/{t.steps} D {row['loss_d']:.4f} G {row['loss_g/total']:.4f} "
@@ -461,6 +467,7 @@ def generator_checkpoint(generator: Generator, record: dict, step: int, elapsed:
     """Everything ``csfgan evaluate`` and ``csfgan inpaint`` need, with no other file."""
     return {
         "kind": GENERATOR_KIND,
+        "architecture": GENERATOR_ARCHITECTURE,
         "generator": generator.state_dict(),
         "run": record,
         "step": step,

@@ -61,6 +61,11 @@ def test_fusion_layer_outside_generator(tmp_path):
     bad.write_text("model:\n  word_fusion_layers: [9]\n")
     with pytest.raises(ConfigError, match=r"word_fusion_layers \[9\] outside"):
         apply_variant(load_scale("smoke"), load_variant(bad))
+    # Layer 1 is the input conv (the authors' numbering): nothing fuses there.
+    bad.write_text("model:\n  sentence_fusion_layers: [1]\n")
+    with pytest.raises(ConfigError, match=r"sentence_fusion_layers \[1\] outside the generator's fusable layers "
+                                          r"2\.\.5 \(layer 1 is the input conv"):
+        apply_variant(load_scale("smoke"), load_variant(bad))
 
 
 # ------------------------------------------------------------------ ranges of every numeric setting

@@ -22,9 +22,12 @@ from csfgan.losses import (
     generator_gan_loss,
     kl_divergence,
     reconstruction_loss,
+    sentence_snr,
     sobel,
+    text_matching_loss,
     total_variation_loss,
 )
+from csfgan.models.damsm import DamsmImageEncoder, sent_loss, words_loss
 from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator
 from csfgan.models.generator import Generator
 from tests.test_models import inputs
@@ -200,13 +203,80 @@ def smoke_cfg(variant="full", **loss):
     return cfg
 
 
+def damsm_encoder(cfg):
+    """A frozen DAMSM image encoder of the scale's shape (random weights: the wiring is what is tested)."""
+    torch.manual_seed(1)
+    enc = DamsmImageEncoder(cfg.resolution, cfg.text.hidden_dim, cfg.text.damsm.image_channels)
+    return enc.eval().requires_grad_(False)
+
+
 def test_generator_loss_builds_only_weighted_terms(empty_hub):
-    cfg = smoke_cfg(per=0.0, tv=0.0)
+    cfg = smoke_cfg(per=0.0, tv=0.0, match=0.0)
     loss = GeneratorLoss(cfg)  # no VGG, no fallback, and no error: the perceptual term is not built
-    assert loss.terms == ("rec", "edge", "gan", "kl") and loss.perceptual is None
-    assert GeneratorLoss(smoke_cfg("baseline", per=0.0)).terms == ("rec", "tv", "edge", "gan")  # no CA, no KL
+    assert loss.terms == ("rec", "edge", "gan") and loss.perceptual is None
+    cfg = smoke_cfg(per=0.0, tv=0.0, kl=1.0)  # the kl variant's weight
+    assert GeneratorLoss(cfg, damsm_image=damsm_encoder(cfg)).terms == ("rec", "edge", "gan", "match", "kl")
+    # No CA, no KL even when asked; no DAMSM encoder needed without the text-matching term.
+    assert GeneratorLoss(smoke_cfg("baseline", per=0.0, match=0.0, kl=1.0)).terms == ("rec", "tv", "edge", "gan")
     with pytest.raises(PerceptualWeightsError):
-        GeneratorLoss(smoke_cfg())  # λ_per > 0 and nothing to compute it with
+        GeneratorLoss(smoke_cfg(), damsm_image=damsm_encoder(cfg))  # λ_per > 0 and nothing to compute it with
+    with pytest.raises(UserError, match="loss.match is 0.001: the text-matching loss needs the pretrained DAMSM"):
+        GeneratorLoss(smoke_cfg(per=0.0))
+
+
+@pytest.mark.parametrize("scale", ["smoke", "default", "paper"])
+def test_shipped_scales_follow_the_paper_kl_off_text_matching_on(scale):
+    """Neither the paper nor the authors' code has the CA KL term; Section 3.1 trains with the
+    text-matching loss (0.001 in the authors' code). The variants switch them the other way."""
+    cfg = load_scale(scale)
+    assert cfg.loss.kl == 0.0 and cfg.loss.match == 0.001
+    for variant in ("full", "baseline", "sfm", "wld"):
+        assert apply_variant(cfg, load_variant(variant)).loss.kl == 0.0
+    assert apply_variant(cfg, load_variant("kl")).loss.kl == 1.0
+    assert apply_variant(cfg, load_variant("no-match")).loss.match == 0.0
+
+
+def test_text_matching_loss_is_the_damsm_word_and_sentence_loss_of_the_output():
+    cfg = smoke_cfg()
+    enc = damsm_encoder(cfg)
+    image, mask, sent, words, word_mask = inputs(cfg)
+    class_ids = torch.tensor([3, 7])
+    d = cfg.text.damsm
+    regions, code = enc(image)
+    expected = sum(words_loss(regions, words, word_mask, class_ids, d.gamma1, d.gamma2, d.gamma3)) + sum(
+        sent_loss(code, sent, class_ids, d.gamma3))
+    got = text_matching_loss(enc, image, words, sent, word_mask, class_ids, (d.gamma1, d.gamma2, d.gamma3))
+    torch.testing.assert_close(got, expected)
+
+
+def test_text_matching_term_trains_the_generator_not_the_damsm_encoder(empty_hub):
+    """λ_match alone: gradient reaches the generator through the frozen DAMSM image encoder, whose
+    weights receive none; its weight scales the total; at weight 0 the term is absent."""
+    only = {name: 0.0 for name in ("rec", "per", "tv", "edge", "gan", "kl")}
+    cfg = smoke_cfg(**only, match=0.5)
+    enc = damsm_encoder(cfg)
+    torch.manual_seed(0)
+    g = Generator(cfg)
+    loss = GeneratorLoss(cfg, damsm_image=enc)
+    assert loss.terms == ("match",) and not list(loss.parameters())  # the encoder is not the loss's
+    image, mask, sent, words, word_mask = inputs(cfg)
+    _, fake, aux = g(image, mask, sent, words, word_mask)
+    total, logged = loss(image, fake, aux=aux, words=words, word_mask=word_mask, sent=sent)
+    assert total.item() == pytest.approx(0.5 * logged["match"].item()) and logged["match"] > 0
+    total.backward()
+    assert g.to_rgb[0].weight.grad.abs().sum() > 0 and g.stem[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in enc.parameters())
+    assert "match" not in GeneratorLoss(smoke_cfg(**{**only, "rec": 1.0}, match=0.0)).terms
+    with pytest.raises(ValueError, match="sent"):
+        loss(image, fake, aux=aux, words=words, word_mask=word_mask)
+
+
+def test_sentence_snr_is_caption_variance_over_noise_variance():
+    """Var over the batch of the CA mean over the CA noise variance, per dimension, then averaged."""
+    mu = torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])  # per-dim batch variance 4, 4
+    logvar = torch.log(torch.tensor([[1.0, 4.0], [1.0, 4.0], [1.0, 4.0]]))
+    assert sentence_snr(mu, logvar).item() == pytest.approx((4 / 1 + 4 / 4) / 2)
+    assert sentence_snr(torch.ones(4, 3), torch.zeros(4, 3)).item() == 0  # the same μ for every caption
 
 
 ALL_TERMS = ("rec", "per", "tv", "edge", "gan", "kl")
@@ -217,7 +287,7 @@ ALL_TERMS = ("rec", "per", "tv", "edge", "gan", "kl")
 def test_every_term_alone_sends_gradient_to_the_generator(variant, term, empty_hub):
     """With all other weights 0 each term trains the generator; L_G included (unlike the authors'
     code, which detaches the generator output in its GAN loss)."""
-    cfg = smoke_cfg(variant, **{name: (1.0 if name == term else 0.0) for name in ALL_TERMS})
+    cfg = smoke_cfg(variant, match=0.0, **{name: (1.0 if name == term else 0.0) for name in ALL_TERMS})
     torch.manual_seed(0)
     g, d = Generator(cfg), GlobalDiscriminator(cfg)
     wd = WordLevelDiscriminator(cfg) if cfg.model.word_level_discriminator else None
@@ -246,16 +316,17 @@ def test_word_level_adversarial_term_alone_trains_the_generator():
 
 
 def test_generator_loss_logs_gan_parts_and_weights_the_total(empty_hub):
-    cfg = smoke_cfg("full")
+    cfg = smoke_cfg("full", kl=1.0)
     g, d, wd = Generator(cfg), GlobalDiscriminator(cfg), WordLevelDiscriminator(cfg)
-    loss = GeneratorLoss(cfg, perceptual_fallback=tiny_extractor)
+    loss = GeneratorLoss(cfg, perceptual_fallback=tiny_extractor, damsm_image=damsm_encoder(cfg))
     image, mask, sent, words, word_mask = inputs(cfg)
     _, fake, aux = g(image, mask, sent, words, word_mask)
     total, logged = loss(
-        image, fake, aux=aux, global_d=d.eval(), word_d=wd.eval(), mask=mask, words=words, word_mask=word_mask
+        image, fake, aux=aux, global_d=d.eval(), word_d=wd.eval(), mask=mask, words=words, word_mask=word_mask,
+        sent=sent,
     )
     lc = cfg.loss
-    expected = sum(getattr(lc, name) * logged[name] for name in ALL_TERMS)
+    expected = sum(getattr(lc, name) * logged[name] for name in (*ALL_TERMS, "match"))
     torch.testing.assert_close(total.detach(), expected)
     torch.testing.assert_close(logged["gan"], logged["gan_global"] + logged["gan_word"])
     with pytest.raises(ValueError, match="word_d"):

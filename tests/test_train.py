@@ -7,6 +7,7 @@ import torch
 
 import csfgan.losses
 from csfgan.checkpoint import CheckpointError, load_checkpoint
+from csfgan.models.generator import GENERATOR_ARCHITECTURE
 from csfgan.train import GENERATOR_KIND, STATE_KIND, TrainingDiverged, train
 
 
@@ -23,13 +24,16 @@ def test_run_directory_contract(smoke_pipeline, tmp_path):
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     for term in ("loss_d", "loss_g/rec", "loss_g/per", "loss_g/tv", "loss_g/edge", "loss_g/gan",
-                 "loss_g/gan_word", "loss_g/kl", "loss_g/total"):
+                 "loss_g/gan_word", "loss_g/match", "loss_g/total", "sentence_snr/2", "sentence_snr/3"):
         assert all(term in r for r in rows), term
+    assert not any("loss_g/kl" in r for r in rows)  # the CA KL term is off unless a variant sets loss.kl
+    assert all(r["sentence_snr/2"] > 0 for r in rows)
     config = json.loads((run / "config.json").read_text())
     assert config["variant"] == "full" and config["config"]["resolution"] == 32
     assert config["perceptual_source"] == "damsm-image-encoder"  # no VGG16 weights on this machine
     ckpt = load_checkpoint(final, GENERATOR_KIND)
     assert ckpt["step"] == 4 and ckpt["vocab"][:2] == ["<pad>", "<unk>"]
+    assert ckpt["architecture"] == GENERATOR_ARCHITECTURE
 
 
 def test_resume_gives_the_same_weights(smoke_pipeline, tmp_path):
@@ -48,6 +52,24 @@ def test_finished_run_is_not_overwritten(smoke_pipeline, tmp_path):
     (tmp_path / "run" / "checkpoints" / "state.pt").unlink()
     with pytest.raises(CheckpointError, match=r"final.pt belongs to another run .*loss.edge"):
         _train(smoke_pipeline, tmp_path / "run", overrides=["loss.edge=0.3"])
+
+
+def test_checkpoints_of_the_old_generator_are_refused_naming_the_change(smoke_pipeline, tmp_path):
+    """A v1 checkpoint (no ``architecture`` field) fails with the architecture change named, in
+    evaluation/inpainting and in training resume, not with a list of mismatched tensors."""
+    from csfgan.checkpoint import save_checkpoint
+    from csfgan.evaluate import InpaintingModel
+
+    final = _train(smoke_pipeline, tmp_path / "run", steps=4)
+    for path in (final, tmp_path / "run" / "checkpoints" / "state.pt"):
+        ckpt = load_checkpoint(path, GENERATOR_KIND if path == final else STATE_KIND)
+        del ckpt["architecture"]
+        save_checkpoint(ckpt, path)
+    with pytest.raises(CheckpointError, match="v1 generator.*1×1 bottleneck.*Retrain"):
+        InpaintingModel(final)
+    (tmp_path / "run" / "final.pt").unlink()
+    with pytest.raises(CheckpointError, match="state.pt: holds the v1 generator"):
+        _train(smoke_pipeline, tmp_path / "run")
 
 
 def test_resume_refuses_another_config(smoke_pipeline, tmp_path):
@@ -96,7 +118,7 @@ def test_bf16_autocast_step_keeps_fp32_weights():
     torch.manual_seed(0)
     models = Models(cfg)
     damsm = DamsmImageEncoder(cfg.resolution, cfg.text.hidden_dim, cfg.text.damsm.image_channels).eval()
-    loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm.requires_grad_(False).features)
+    loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm.requires_grad_(False).features, damsm_image=damsm)
     r, d, t = cfg.resolution, cfg.text.hidden_dim, 5
     real, mask = torch.rand(4, 3, r, r) * 2 - 1, torch.zeros(4, 1, r, r)
     mask[:, :, r // 4:3 * r // 4, r // 4:3 * r // 4] = 1

@@ -1,29 +1,34 @@
 """The one-stage CSF-GAN generator (Section 3.1): a UNet with dilated encoder layers and the SFM.
 
-Architecture (``cfg.resolution`` = 2^N, base width b, cap m):
+Layers are numbered as the authors count them: the first conv is layer 1. ``cfg.resolution`` = 2^N
+gives N layers (``cfg.num_layers``), so 256 px has the paper's 8, with the side halving from layer 2
+on: 256², 128², ..., 2² (the bottleneck). Base width b, cap m; layer L has ``min(b · 2^(L−1), m)``
+channels (64, 128, 256, 512, 512, ... at the paper scale, the authors' widths).
 
-* input: the masked image ``I · (1 − M)`` and the mask ``M`` stacked as 4 channels, so the network
-  knows which zeros are hole and which are dark pixels; a 3×3 conv lifts them to ``b`` channels.
-* encoder: N layers, each a 3×3 conv then a 4×4 dilated stride-2 conv (Implementation Details),
-  halving the side, so 256 px gives the paper's 8 layers down to 1×1. Layer k has
-  ``min(b · 2^(k−1), m)`` channels (64, 128, 256, 512, 512, ... at the paper scale): pix2pix's widths
-  after every downsampling, and the reading whose parameter count lands near the paper's 82.29 M
-  (see ``csfgan/models/params.py``).
+* layer 1, the input conv: the masked image ``I · (1 − M)`` and the mask ``M`` stacked as 4 channels
+  (so the network knows which zeros are hole and which are dark pixels), a 3×3 conv to ``b`` channels.
+* layers 2..N: a 3×3 conv at the incoming width, then a 4×4 dilated stride-2 conv to the layer's
+  width (Implementation Details), then normalisation, or the fusion the layer is configured with.
 * SFM: sentence-level fusion (Eq. 1-2) and/or word-level fusion (Eq. 3) take the place of the
-  normalisation after the dilated conv of the encoder layers named in
-  ``cfg.model.sentence_fusion_layers`` / ``word_fusion_layers`` (1-based). A layer with both applies
-  the sentence fusion first (coarse, global condition), then the word fusion (fine, per position).
+  normalisation after the dilated conv of the layers named in ``cfg.model.sentence_fusion_layers`` /
+  ``word_fusion_layers``: at 256 px layers 2, 4 (128², 32²) and 6, 8 (8², 2²), as in the paper. A
+  layer with both applies the sentence fusion first (coarse, global condition), then the word fusion.
 * baseline text path (``cfg.model.bottleneck_text``): the sentence vector through a linear layer to
-  ``condition_dim`` features, broadcast over the 1×1 bottleneck and concatenated to it: our stand-in
-  for the modified MMFL baseline of the ablation.
-* decoder: mirrors the encoder with 4×4 stride-2 transposed convs (the paper: "deconvolution"), each
-  taking the previous decoder output concatenated with the skip from the encoder layer of the same
-  size; a 3×3 conv over the last decoder output and the input conv's features gives RGB, then tanh.
+  ``condition_dim`` features, broadcast over the bottleneck and concatenated to it: our stand-in for
+  the modified MMFL baseline of the ablation.
+* decoder: mirrors the encoder, one level per layer N..2, each a 4×4 stride-2 transposed conv (the
+  paper's "deconvolution") at the level's width, then a 3×3 conv to the next shallower layer's width.
+  Every level but the innermost reads its input concatenated with the skip of its encoder layer; a
+  3×3 conv over the last level's output and layer 1's features gives RGB, then tanh.
 
-Norms and activations are pix2pix's: BatchNorm + LeakyReLU(0.2) in the encoder (no norm on the 1×1
-innermost layer unless fused, since its statistics are over the batch only), BatchNorm + ReLU in the
-decoder. BatchNorm matches the batch statistics the fusions use (Eq. 2). Training therefore needs a
-batch of at least 2; eval mode uses running statistics and works on a single image.
+The paper scale's generator has 82.8 M parameters, +0.6 % from the authors' 82,285,971
+(``csfgan/models/params.py`` says which readings were weighed; docs/deviations.md lists what differs
+from the paper and the authors' code).
+
+Norms and activations are pix2pix's: BatchNorm + LeakyReLU(0.2) in the encoder (no norm on the
+innermost layer unless fused, whose 2×2 statistics are nearly the batch's alone), BatchNorm + ReLU in
+the decoder. BatchNorm matches the batch statistics the fusions use (Eq. 2). Training therefore needs
+a batch of at least 2; eval mode uses running statistics and works on a single image.
 """
 
 from __future__ import annotations
@@ -36,10 +41,33 @@ from csfgan.config import ScaleConfig
 from csfgan.models.fusion import SentenceFusion, WordFusion
 
 
+# Recorded in every generator checkpoint and training state and checked when one is loaded: weights
+# of another layout must fail with this name, not with a list of mismatched tensor shapes.
+GENERATOR_ARCHITECTURE = "unet-v2"
+ARCHITECTURE_CHANGES = {
+    None: "the v1 generator (layers counted from the first dilated layer, 1×1 bottleneck, decoder of "
+          "transposed convs only, narrower widths)",
+}
+
+
 def encoder_channels(cfg: ScaleConfig) -> list[int]:
-    """``[c_0, c_1, ..., c_N]``: the input conv's width, then each encoder layer's output width."""
+    """``[c_1, ..., c_N]``: the width of each layer, layer 1 being the input conv."""
     base, cap = cfg.model.base_channels, cfg.model.max_channels
-    return [base] + [min(base * 2 ** (k - 1), cap) for k in range(1, cfg.num_layers + 1)]
+    return [min(base * 2 ** (k - 1), cap) for k in range(1, cfg.num_layers + 1)]
+
+
+def check_architecture(found: str | None, where: str) -> None:
+    """Raise ``CheckpointError`` unless ``found`` (a checkpoint's ``architecture``) is this code's."""
+    if found == GENERATOR_ARCHITECTURE:
+        return
+    from csfgan.checkpoint import CheckpointError
+
+    was = ARCHITECTURE_CHANGES.get(found, f"generator architecture {found!r}")
+    raise CheckpointError(
+        f"{where}: holds {was}; this code builds generator architecture {GENERATOR_ARCHITECTURE!r} "
+        f"(layers numbered from the input conv as the authors count, 2×2 bottleneck at 256 px, a decoder "
+        f"mirroring the encoder, the authors' widths; see docs/deviations.md). Retrain the run"
+    )
 
 
 def dilated_padding(dilation: int) -> int:
@@ -82,16 +110,17 @@ class DilatedStridedConv2d(nn.Conv2d):
 
 
 class EncoderLayer(nn.Module):
-    """3×3 conv → BN → LeakyReLU → 4×4 dilated stride-2 conv, then (norm or fusion) → LeakyReLU."""
+    """3×3 conv → BN → LeakyReLU → 4×4 dilated stride-2 conv to the layer's width, then (norm or
+    fusion) → LeakyReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, dilation: int, out_norm: bool):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
+            nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(in_channels),
             nn.LeakyReLU(0.2),
             DilatedStridedConv2d(
-                out_channels,
+                in_channels,
                 out_channels,
                 4,
                 stride=2,
@@ -106,12 +135,16 @@ class EncoderLayer(nn.Module):
         self.act = nn.LeakyReLU(0.2)
 
 
-class DecoderLayer(nn.Sequential):
-    """4×4 stride-2 transposed conv → BN → ReLU (pix2pix's up block), doubling the side."""
+class DecoderLevel(nn.Sequential):
+    """4×4 stride-2 transposed conv → BN → ReLU → 3×3 conv → BN → ReLU: doubles the side, mirroring
+    one encoder layer (the authors' decoder has a 3×3 and a 4×4 (de)convolution per layer)."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, channels: int, out_channels: int):
         super().__init__(
-            nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False),
+            nn.ConvTranspose2d(in_channels, channels, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(),
         )
@@ -122,18 +155,19 @@ class Generator(nn.Module):
         super().__init__()
         m = cfg.model
         n = cfg.num_layers
-        ch = encoder_channels(cfg)
+        ch = [0, *encoder_channels(cfg)]  # ch[L]: width of layer L (1-based, as the config counts)
         word_dim = sent_dim = cfg.text.hidden_dim
         sentence_layers, word_layers = set(m.sentence_fusion_layers), set(m.word_fusion_layers)
         self.resolution = cfg.resolution
 
-        self.stem = nn.Sequential(nn.Conv2d(4, ch[0], 3, padding=1), nn.LeakyReLU(0.2))
+        self.stem = nn.Sequential(nn.Conv2d(4, ch[1], 3, padding=1), nn.LeakyReLU(0.2))  # layer 1
+        # encoder[i] is layer i + 2.
         self.encoder = nn.ModuleList()
-        for k in range(1, n + 1):
+        for k in range(2, n + 1):
             fused = k in sentence_layers or k in word_layers
             out_norm = not fused and k < n
             self.encoder.append(EncoderLayer(ch[k - 1], ch[k], m.dilation, out_norm))
-        # Keyed by the 1-based encoder layer, as in the config.
+        # Keyed by the layer number, as in the config.
         self.sentence_fusion = nn.ModuleDict(
             {str(k): SentenceFusion(ch[k], sent_dim, m.condition_dim, m.noise_dim) for k in sorted(sentence_layers)}
         )
@@ -141,12 +175,12 @@ class Generator(nn.Module):
         self.text_projection = nn.Linear(sent_dim, m.condition_dim) if m.bottleneck_text else None
 
         bottleneck = ch[n] + (m.condition_dim if m.bottleneck_text else 0)
-        # decoder[0] undoes encoder layer N, ..., decoder[N-1] undoes layer 1; all but the innermost
-        # take the previous output concatenated with the skip of the encoder layer of the same size.
+        # decoder[0] undoes layer N, ..., decoder[N-2] undoes layer 2; all but the innermost take the
+        # previous output concatenated with the skip of the encoder layer they undo.
         self.decoder = nn.ModuleList(
-            DecoderLayer(bottleneck if k == n else 2 * ch[k], ch[k - 1]) for k in range(n, 0, -1)
+            DecoderLevel(bottleneck if k == n else 2 * ch[k], ch[k], ch[k - 1]) for k in range(n, 1, -1)
         )
-        self.to_rgb = nn.Sequential(nn.Conv2d(2 * ch[0], 3, 3, padding=1), nn.Tanh())
+        self.to_rgb = nn.Sequential(nn.Conv2d(2 * ch[1], 3, 3, padding=1), nn.Tanh())
 
     def forward(
         self, image: Tensor, mask: Tensor, sent: Tensor, words: Tensor, word_mask: Tensor
@@ -155,8 +189,9 @@ class Generator(nn.Module):
 
         ``sent`` (B, D), ``words`` (B, D, T), ``word_mask`` (B, T) True at padding (the text encoder's
         outputs). Returns ``(G, I', aux)``: the raw output ``G``, the composite
-        ``I' = I · (1 − M) + G · M`` and ``aux`` with ``ca_mu`` / ``ca_logvar`` (lists, one per sentence
-        fusion layer, for the KL term) and ``word_attention`` ({layer: (B, T, h, w)}, Figure 8).
+        ``I' = I · (1 − M) + G · M`` and ``aux`` with ``ca_mu`` / ``ca_logvar`` ({layer: (B, cond)}, one
+        per sentence-fusion layer, for the optional KL term and the sentence branch's signal-to-noise
+        ratio) and ``word_attention`` ({layer: (B, T, h, w)}, Figure 8).
         """
         if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != image.shape[2:]:
             raise ValueError(
@@ -164,18 +199,15 @@ class Generator(nn.Module):
             )
         if image.shape[-1] != self.resolution or image.shape[-2] != self.resolution:
             raise ValueError(f"generator built for {self.resolution} px, got image {tuple(image.shape)}")
-        aux: dict = {"ca_mu": [], "ca_logvar": [], "word_attention": {}}
+        aux: dict = {"ca_mu": {}, "ca_logvar": {}, "word_attention": {}}
         x = self.stem(torch.cat([image * (1 - mask), mask], dim=1))
-        skips = [x]
-        for k, layer in enumerate(self.encoder, start=1):
+        skips = [x]  # skips[L - 1]: the output of layer L
+        for k, layer in enumerate(self.encoder, start=2):
             x = layer.conv(x)
             if str(k) in self.sentence_fusion:
-                x, mu, logvar = self.sentence_fusion[str(k)](x, sent)
-                aux["ca_mu"].append(mu)
-                aux["ca_logvar"].append(logvar)
+                x, aux["ca_mu"][k], aux["ca_logvar"][k] = self.sentence_fusion[str(k)](x, sent)
             if str(k) in self.word_fusion:
-                x, attention = self.word_fusion[str(k)](x, words, word_mask)
-                aux["word_attention"][k] = attention
+                x, aux["word_attention"][k] = self.word_fusion[str(k)](x, words, word_mask)
             x = layer.act(layer.norm(x))
             skips.append(x)
 
@@ -184,7 +216,7 @@ class Generator(nn.Module):
             x = torch.cat([x, t], dim=1)
         for i, up in enumerate(self.decoder):
             if i > 0:
-                x = torch.cat([x, skips[len(self.decoder) - i]], dim=1)
+                x = torch.cat([x, skips[len(skips) - 1 - i]], dim=1)
             x = up(x)
         raw = self.to_rgb(torch.cat([x, skips[0]], dim=1))
         return raw, image * (1 - mask) + raw * mask, aux

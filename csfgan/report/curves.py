@@ -1,8 +1,9 @@
 """Training curves of every planned run: one panel per loss term, one line per run, from ``stats.jsonl``.
 
 ``stats.jsonl`` (written by ``csfgan train``) has one JSON line per logging step with ``step``,
-``loss_d`` and ``loss_g/<term>``; a term a variant does not have (``gan_word`` without the word-level
-discriminator) is simply absent from its lines, and its line is absent from that panel.
+``loss_d``, ``loss_g/<term>`` and ``sentence_snr/<layer>``; a term a variant does not have
+(``gan_word`` without the word-level discriminator) is simply absent from its lines, and its line is
+absent from that panel.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from csfgan.report.tables import ReportError  # noqa: E402
 
 # Panels in the paper's order (Eq. 6-12) first; any other logged loss term follows alphabetically.
 TERM_ORDER = ["loss_d", "loss_g/total", "loss_g/rec", "loss_g/per", "loss_g/tv", "loss_g/edge", "loss_g/gan",
-              "loss_g/gan_global", "loss_g/gan_word", "loss_g/kl"]
+              "loss_g/gan_global", "loss_g/gan_word", "loss_g/match", "loss_g/kl"]
 TERM_TITLES = {"loss_d": "discriminators (Eq. 11)", "loss_g/total": "generator total (Eq. 12)",
                "loss_g/rec": "reconstruction (Eq. 6)", "loss_g/per": "perceptual (Eq. 7)",
                "loss_g/tv": "total variation (Eq. 8)", "loss_g/edge": "edge (Eq. 9)",
                "loss_g/gan": "adversarial (Eq. 10)", "loss_g/gan_global": "adversarial, global D",
-               "loss_g/gan_word": "adversarial, word-level D", "loss_g/kl": "CA KL term"}
+               "loss_g/gan_word": "adversarial, word-level D", "loss_g/match": "text matching (Sec. 3.1)",
+               "loss_g/kl": "CA KL term"}
 LINESTYLES = ["-", "--", ":", "-."]
+# csfgan.losses.sentence_snr per sentence-fusion layer: near 0 the sentence branch is driven by noise.
+SNR_PREFIX = "sentence_snr/"
 
 
 def read_stats(run: RunId, root: Path) -> pd.DataFrame:
@@ -56,8 +60,10 @@ def read_stats(run: RunId, root: Path) -> pd.DataFrame:
 
 
 def loss_terms(frames: list[pd.DataFrame]) -> list[str]:
+    """The logged loss terms in the paper's order, then the sentence branch's SNR per fusion layer."""
     found = {c for f in frames for c in f.columns if c.startswith("loss")}
-    return [t for t in TERM_ORDER if t in found] + sorted(found - set(TERM_ORDER))
+    snr = sorted({c for f in frames for c in f.columns if c.startswith(SNR_PREFIX)})
+    return [t for t in TERM_ORDER if t in found] + sorted(found - set(TERM_ORDER)) + snr
 
 
 def training_curves(config: dict[str, Any], out: Path | str, root: Path | str = ".") -> list[Path]:
@@ -80,7 +86,12 @@ def training_curves(config: dict[str, Any], out: Path | str, root: Path | str = 
             if term in frame and frame[term].notna().any():
                 ax.plot(frame["step"], frame[term], color=colour[r.name], linestyle=style[r.dataset], lw=1.0,
                         alpha=0.6 + 0.4 / (1 + p.seeds.index(r.seed)), label=f"{r.dataset}/{r.name}/seed{r.seed}")
-        ax.set_title(f"{term}: {TERM_TITLES.get(term, term)}", fontsize=8)
+        if term.startswith(SNR_PREFIX):
+            ax.set_yscale("log")  # a collapse is orders of magnitude, not a few percent
+            title = f"sentence branch SNR, layer {term.removeprefix(SNR_PREFIX)} (caption var / CA noise var)"
+        else:
+            title = f"{term}: {TERM_TITLES.get(term, term)}"
+        ax.set_title(title, fontsize=8)
         ax.set_xlabel("step", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.grid(alpha=0.3)

@@ -257,7 +257,12 @@ class Figures:
                 ax.imshow(up[r, positions].sum(0).numpy(), cmap="inferno", alpha=0.55, vmin=0, vmax=vmax,
                           interpolation="bilinear")
                 _outline(ax, hole)
-        fig.suptitle(_wrap(self.title(f"Word attention (paper Figure 8), encoder layer {layer} ({h}×{w}, "
+        sides = {k: tuple(a.shape[-2:]) for k, a in aux["word_attention"].items()}
+        if any(hw == (1, 1) for hw in sides.values()):  # Eq. 3's per-region attention is one number there
+            raise ReportError(f"variant {self.full!r} ({model.path}) fuses words on a 1×1 grid (layers and "
+                              f"grids {sides}): move model.word_fusion_layers to layers with several regions")
+        fig.suptitle(_wrap(self.title(f"Word attention (paper Figure 8), layer {layer} counting the input conv "
+                                      f"as layer 1 ({h}×{w}, "
                                       f"upsampled); top-{top} words by attention mass in the hole (colour: 0 to the "
                                       f"row's peak weight)"), fig), fontsize=7,
                      y=1 - 0.12 / fig.get_figheight(), va="top")
