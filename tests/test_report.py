@@ -387,7 +387,11 @@ def test_training_curves_and_tables_from_real_runs(smoke, tmp_path):
     assert terms[:3] == ["loss_d", "loss_g/total", "loss_g/rec"] and "loss_g/gan_word" in terms
     # The evaluated metrics.json files feed the tables as they are.
     tables = build_tables(config, root)
-    assert "FID (DAMSM features)" in tables["table3"].markdown()
+    table3 = tables["table3"].markdown()
+    assert "FID (species-classifier features)" in table3
+    # The notes say how the feature network and the R-precision pair were trained.
+    assert "species-classifier (synth-birds train split, seed 0)" in table3
+    assert "R-precision on DAMSM pair pretrained on synth-birds with seed 1, independently of the run's (seed 0)" in table3
     assert len(tables["table1"].rows) == 8 + 2
 
 
