@@ -391,7 +391,8 @@ def test_training_curves_and_tables_from_real_runs(smoke, tmp_path):
     assert "FID (species-classifier features)" in table3
     # The notes say how the feature network and the R-precision pair were trained.
     assert "species-classifier (synth-birds train split, seed 0)" in table3
-    assert "R-precision on DAMSM pair pretrained on synth-birds with seed 1, independently of the run's (seed 0)" in table3
+    assert ("R-precision on DAMSM pair pretrained on synth-birds with seed 1, independently of the run's (seed 0)"
+            in table3)
     assert len(tables["table1"].rows) == 8 + 2
 
 

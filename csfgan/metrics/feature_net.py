@@ -119,7 +119,8 @@ def _labels(data: PreparedData, split: str) -> tuple[dict[str, np.ndarray], dict
     return labels, values
 
 
-def held_out_split(class_ids: np.ndarray, seed: int, fraction: float = HELD_OUT_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+def held_out_split(class_ids: np.ndarray, seed: int,
+                   fraction: float = HELD_OUT_FRACTION) -> tuple[np.ndarray, np.ndarray]:
     """(fit, held-out) indices: a seeded ``fraction`` of each species' images held out (at least one
     where a species has two or more images), so held-out accuracy is on species seen in training."""
     rng = np.random.default_rng(seed)
