@@ -114,6 +114,18 @@ def cmd_pretrain_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_features(args: argparse.Namespace) -> int:
+    from csfgan.config import load_scale
+    from csfgan.metrics.feature_net import train_feature_net
+    from csfgan.runtime import configure_cpu
+
+    configure_cpu(args.threads)
+    m = train_feature_net(Path(args.data), load_scale(args.scale), Path(args.out), seed=args.seed, epochs=args.epochs)
+    acc = ", ".join(f"{k} {v:.3f} (chance {m['chance'][k]:.3f})" for k, v in m["held_out_accuracy"].items())
+    print(f"held-out train-species accuracy: {acc}; trained {m['train_seconds']:.0f} s; wrote {args.out}")
+    return 0
+
+
 def cmd_params(args: argparse.Namespace) -> int:
     import json
 
@@ -155,7 +167,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from csfgan.runtime import configure_cpu
 
     configure_cpu(args.threads)
-    m = evaluate(Path(args.run), Path(args.out) if args.out else None, device=args.device, split=args.split)
+    m = evaluate(Path(args.run), Path(args.out) if args.out else None, device=args.device, split=args.split,
+                 feature_net=Path(args.feature_net) if args.feature_net else None,
+                 eval_text_encoder=Path(args.eval_text_encoder) if args.eval_text_encoder else None)
     print(f"FID ({m['fid_features']} features) {m['fid']:.3f}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  "
           f"R-precision {m['r_precision']:.3f}")
     return 0
@@ -262,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=at_least(1), default=None)
     p.set_defaults(func=cmd_pretrain_text)
 
+    p = sub.add_parser("train-features", help="train the FID/KID feature network (a species classifier used in "
+                       "no loss)", formatter_class=fmt)
+    p.add_argument("--data", required=True, help="prepared dataset directory")
+    p.add_argument("--scale", required=True)
+    p.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
+    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--epochs", type=at_least(1), default=None, help="default: csfgan.metrics.feature_net.EPOCHS")
+    p.add_argument("--threads", type=at_least(1), default=None)
+    p.set_defaults(func=cmd_train_features)
+
     p = sub.add_parser("params", help="trainable parameters with a per-module breakdown", formatter_class=fmt)
     p.add_argument("--scale", required=True)
     p.add_argument("--variant", default="full", help="variant name or YAML path")
@@ -298,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="metrics file (default RUN/metrics.json; RUN/metrics_val.json for --split val)")
     p.add_argument("--split", default="test", choices=("test", "val"),
                    help="val for tuning and checkpoint choice; test only for the final numbers")
+    p.add_argument("--feature-net", help="FID/KID network from `csfgan train-features` (needed without Inception "
+                   "weights)")
+    p.add_argument("--eval-text-encoder", help="R-precision's DAMSM pair: a `csfgan pretrain-text` checkpoint other "
+                   "than the run's (e.g. --seed 1)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=at_least(1), default=None)
     p.set_defaults(func=cmd_evaluate)

@@ -10,6 +10,11 @@ outputs replace earlier ones by rename, so a failed evaluation leaves earlier re
     RUN/eval/images/<n>.png   composited outputs, numbered as the test split
     RUN/eval/captions.json    the caption chosen for each test image (index and text)
     RUN/metrics.json          every metric, with what it was measured with
+
+The metric networks are never what the generator was trained with: FID/KID use TF-Inception when its
+weights are here, else the species classifier of ``csfgan train-features`` (``--feature-net``), and
+R-precision uses a DAMSM text + image encoder pair pretrained independently of the run's
+(``--eval-text-encoder``, e.g. ``csfgan pretrain-text --seed 1``), which evaluation checks.
 """
 
 from __future__ import annotations
@@ -28,17 +33,20 @@ from tqdm import tqdm
 
 from csfgan.checkpoint import CheckpointError, load_checkpoint
 from csfgan.config import ScaleConfig, from_dict
+from csfgan.damsm import load_text_encoder
 from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
 from csfgan.data.text import Vocabulary
+from csfgan.errors import UserError
 from csfgan.io import remove_stale_temporaries, temporary_dir, write_json
 from csfgan.lock import command_line, output_lock
-from csfgan.metrics.fid import fid_kid, inception_weights_available
+from csfgan.metrics.feature_net import describe, load_feature_net
+from csfgan.metrics.fid import FEATURE_NET, INCEPTION, fid_kid, inception_weights_available, module_weights_hash
 from csfgan.metrics.pixel import pixel_metrics
 from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_precision
 from csfgan.models.generator import Generator, check_architecture
 from csfgan.models.text import TextEncoder, padding_mask
-from csfgan.provenance import provenance
+from csfgan.provenance import file_sha256, provenance
 from csfgan.train import GENERATOR_KIND
 
 R_PRECISION_CANDIDATES = 99
@@ -148,11 +156,48 @@ def metrics_path(run: Path, split: str = "test") -> Path:
     return Path(run) / ("metrics.json" if split == "test" else f"metrics_{split}.json")
 
 
-def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_size: int | None = None,
+class MetricNetworkError(UserError):
+    """A metric network is missing, or is one the generator was trained with."""
+
+
+def evaluation_text_encoder(path: Path | None, model: InpaintingModel, data: PreparedData):
+    """The R-precision pair (text encoder, image encoder) and what to record about it.
+
+    It must be another DAMSM pair than the run's: R-precision on the encoders that conditioned the
+    generator measures in part what it was trained towards.
+    """
+    if path is None:
+        raise MetricNetworkError(
+            "evaluate needs --eval-text-encoder: a DAMSM pair pretrained independently of the run's, e.g. "
+            f"`csfgan pretrain-text --data {data.root} --seed 1 --out results/text_encoder/{data.name}.eval.pt`"
+        )
+    path = Path(path)
+    text, image, _, ckpt = load_text_encoder(path, vocab=data.vocab)
+    sha = file_sha256(path)
+    if sha == model.run.get("text_encoder_sha256") or module_weights_hash(text) == module_weights_hash(
+            model.text_encoder):
+        raise MetricNetworkError(
+            f"--eval-text-encoder {path} is the text encoder run {model.path.parent} was trained with: R-precision "
+            f"needs a pair pretrained independently (`csfgan pretrain-text ... --seed 1`)"
+        )
+    run_seed = (model.checkpoint.get("text_metrics") or {}).get("seed")
+    record = {"path": str(path), "sha256": sha, "dataset": ckpt.get("dataset"), "seed": ckpt.get("seed"),
+              "description": f"DAMSM pair pretrained on {ckpt.get('dataset')} with seed {ckpt.get('seed')}, "
+                             f"independently of the run's (seed {run_seed})",
+              "run_text_encoder_seed": run_seed}
+    return text.to(model.device), image.to(model.device), record
+
+
+def evaluate(run: Path, out: Path | None = None, *, feature_net: Path | None = None,
+             eval_text_encoder: Path | None = None, device: str = "cpu", batch_size: int | None = None,
              save_images: bool = True, progress: bool = True, split: str = "test") -> dict[str, Any]:
-    """Evaluate the run in ``run`` on ``split``, holding its lock (the one ``train`` takes): the run's
-    weights cannot change underneath, and two evaluations do not interleave their outputs."""
-    from csfgan.errors import UserError
+    """Inpaint ``split`` of ``run`` and measure it; writes ``out`` (default RUN/metrics.json, or
+    RUN/metrics_val.json for val), holding the run's lock (the one ``train`` takes): its weights cannot
+    change underneath, and two evaluations do not interleave their outputs.
+
+    ``feature_net`` (from ``csfgan train-features``) is required unless TF-Inception weights are
+    here; ``eval_text_encoder`` (another ``csfgan pretrain-text`` than the run's) always.
+    """
 
     if split not in EVAL_SPLITS:
         raise UserError(f"--split {split!r}: evaluate measures one of {', '.join(EVAL_SPLITS)}")
@@ -164,12 +209,12 @@ def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_s
     with output_lock(run, command_line()):
         remove_stale_temporaries(run, (folder, out.name))
         remove_stale_temporaries(out.parent, (out.name,))
-        return _evaluate_locked(run, out, device=device, batch_size=batch_size, save_images=save_images,
-                                progress=progress, split=split)
+        return _evaluate_locked(run, out, feature_net=feature_net, eval_text_encoder=eval_text_encoder, device=device,
+                                batch_size=batch_size, save_images=save_images, progress=progress, split=split)
 
 
-def _evaluate_locked(run: Path, out: Path, *, device: str, batch_size: int | None, save_images: bool,
-                     progress: bool, split: str) -> dict[str, Any]:
+def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_text_encoder: Path | None, device: str,
+                     batch_size: int | None, save_images: bool, progress: bool, split: str) -> dict[str, Any]:
     started = time.perf_counter()
     model = InpaintingModel(run / "final.pt", device)
     cfg = model.cfg
@@ -177,6 +222,18 @@ def _evaluate_locked(run: Path, out: Path, *, device: str, batch_size: int | Non
     if data.vocab != model.vocab:
         raise CheckpointError(f"{run}/final.pt was trained with another vocabulary than {data.root}")
     _check_data_identity(run / "final.pt", model.run, data)
+    # Metric networks first: a missing one fails before minutes of inpainting.
+    weights = inception_weights_available(cfg.eval.inception_weights_path)
+    fid_net = fid_net_ckpt = None
+    if weights is None:
+        if feature_net is None:
+            raise MetricNetworkError(
+                "no TF-Inception weights here, so FID needs --feature-net: train it with `csfgan train-features "
+                f"--data {data.root} --scale {cfg.name} --out results/feature_net/{data.name}.pt`"
+            )
+        fid_net, fid_net_ckpt = load_feature_net(Path(feature_net), data)
+        fid_net.to(model.device)
+    eval_text, eval_image, rp_record = evaluation_text_encoder(eval_text_encoder, model, data)
     test = InpaintingDataset(data, split, mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
                              captions="seeded", seed=cfg.eval.caption_seed)
     n = len(test)
@@ -191,26 +248,33 @@ def _evaluate_locked(run: Path, out: Path, *, device: str, batch_size: int | Non
         fakes[start:start + len(composite)] = to_uint8(composite)
         holes[start:start + len(composite)] = b["mask"][:, 0].numpy() > 0.5
         with torch.no_grad():
-            fake_codes.append(model.image_encoder.global_features(composite).cpu())
-            sent_codes.append(model.text_encoder(b["tokens"], b["length"])[1].cpu())
+            fake_codes.append(eval_image.global_features(composite).cpu())
+            sent_codes.append(eval_text(b["tokens"].to(model.device), b["length"].to(model.device))[1].cpu())
     real = np.asarray(test.split.images)
 
     metrics: dict[str, Any] = {"dataset": data.name, "split": split, f"{split}_images": n,
                                "resolution": data.resolution}
     metrics.update(pixel_metrics(real, fakes, holes))
 
-    weights = inception_weights_available(cfg.eval.inception_weights_path)
-    extractor = "inception-v3-compat" if weights else "damsm-image-encoder"
-    fid = fid_kid(real, fakes, extractor=extractor, image_encoder=model.image_encoder, inception_weights=weights,
+    extractor = INCEPTION if weights else FEATURE_NET
+    fid = fid_kid(real, fakes, extractor=extractor, network=fid_net, inception_weights=weights,
                   cache_dir=fid_cache_dir(data), cache_key=f"{data.name}-{split}")
     metrics.update({k: fid[k] for k in ("fid", "kid_mean", "kid_std")})
     metrics["fid_features"] = fid["features"]
     metrics["fid_details"] = {k: v for k, v in fid.items() if k not in ("fid", "kid_mean", "kid_std")}
+    if fid_net_ckpt is not None:
+        net_metrics = fid_net_ckpt.get("metrics", {})
+        metrics["fid_feature_net"] = {
+            "description": describe(fid_net_ckpt), "path": str(feature_net), "sha256": file_sha256(Path(feature_net)),
+            "used_in_training_losses": False,
+            **{k: net_metrics.get(k) for k in ("held_out_accuracy", "chance", "steps", "train_seconds")},
+        }
 
     candidates = mismatched_candidates(test.split.class_ids, R_PRECISION_CANDIDATES, seed=cfg.eval.caption_seed)
     metrics["r_precision"] = r_precision(torch.cat(fake_codes), torch.cat(sent_codes), torch.arange(n),
                                          torch.from_numpy(candidates))
     metrics["r_precision_candidates"] = R_PRECISION_CANDIDATES + 1
+    metrics["r_precision_encoder"] = rp_record
 
     if data.manifest.get("generator_version") is not None and "parts" in data.manifest:
         from csfgan.metrics.attributes import attribute_metrics

@@ -29,3 +29,20 @@ def smoke_pipeline(tmp_path_factory):
     encoder = root / "text_encoder.pt"
     pretrain_text(data, scale, encoder, seed=0, workers=1)
     return {"root": root, "data": data, "text_encoder": encoder}
+
+
+@pytest.fixture(scope="session")
+def smoke_metric_nets(smoke_pipeline):
+    """The networks evaluation measures with on the smoke data, none of them a training target: the
+    FID feature network (seed 0) and an R-precision DAMSM pair pretrained with seed 1."""
+    from csfgan.config import load_scale
+    from csfgan.damsm import pretrain_text
+    from csfgan.metrics.feature_net import train_feature_net
+
+    scale = load_scale("smoke")
+    root = smoke_pipeline["root"]
+    feature_net = root / "feature_net.pt"
+    train_feature_net(smoke_pipeline["data"], scale, feature_net, seed=0, progress=False)
+    eval_text = root / "text_encoder.eval.pt"
+    pretrain_text(smoke_pipeline["data"], scale, eval_text, seed=1, workers=1)
+    return {"feature_net": feature_net, "eval_text_encoder": eval_text}

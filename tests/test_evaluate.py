@@ -23,14 +23,25 @@ def finished_run(smoke_pipeline, tmp_path_factory):
     return run
 
 
-def test_evaluate_writes_metrics_images_and_captions(finished_run):
-    m = evaluate(finished_run, progress=False)
+@pytest.fixture
+def nets(smoke_metric_nets):
+    """evaluate()'s metric-network arguments."""
+    return dict(smoke_metric_nets)
+
+
+def test_evaluate_writes_metrics_images_and_captions(finished_run, nets):
+    m = evaluate(finished_run, progress=False, **nets)
     on_disk = json.loads((finished_run / "metrics.json").read_text())
     assert on_disk["fid"] == pytest.approx(m["fid"])
     for key in ("fid", "kid_mean", "psnr", "ssim", "psnr_hole", "ssim_hole", "r_precision",
                 "attribute_accuracy", "counterfactual_accuracy"):
         assert np.isfinite(m[key]), key
-    assert m["fid_features"] == "damsm-image-encoder"  # no Inception weights here: named, not hidden
+    # No Inception weights here: FID on the feature network, named with how it was trained.
+    assert m["fid_features"] == "species-classifier"
+    assert m["fid_feature_net"]["description"] == "species-classifier (synth-birds train split, seed 0)"
+    assert m["fid_feature_net"]["used_in_training_losses"] is False
+    assert m["fid_details"]["feature_weights_sha256"] != ""
+    assert m["r_precision_encoder"]["seed"] == 1 and m["r_precision_encoder"]["run_text_encoder_seed"] == 0
     assert m["test_images"] == 100 and m["step"] == 4
     assert m["inference_precision"] == "fp32"  # the smoke scale leaves eval.amp off
     assert 0 <= m["attribute_accuracy"] <= 1 and m["attribute_mentions"] > 0
@@ -38,7 +49,7 @@ def test_evaluate_writes_metrics_images_and_captions(finished_run):
     assert len(images) == 100 and Image.open(images[0]).size == (32, 32)
     captions = json.loads((finished_run / "eval" / "captions.json").read_text())
     assert len(captions) == 100 and all(c["caption"] for c in captions)
-    again = evaluate(finished_run, progress=False, save_images=False)
+    again = evaluate(finished_run, progress=False, save_images=False, **nets)
     assert again["fid"] == pytest.approx(m["fid"]) and again["psnr"] == m["psnr"]  # seeded: reproducible
 
 
@@ -65,8 +76,8 @@ def test_eval_amp_runs_the_generator_in_bf16(finished_run):
     assert 0 < diff.max() < 0.05
 
 
-def test_failed_evaluate_keeps_earlier_results(finished_run, monkeypatch):
-    evaluate(finished_run, progress=False)
+def test_failed_evaluate_keeps_earlier_results(finished_run, nets, monkeypatch):
+    evaluate(finished_run, progress=False, **nets)
     before = (finished_run / "metrics.json").read_bytes()
     first_image = (finished_run / "eval" / "images" / "00000.png").read_bytes()
 
@@ -75,10 +86,33 @@ def test_failed_evaluate_keeps_earlier_results(finished_run, monkeypatch):
 
     monkeypatch.setattr("csfgan.evaluate.fid_kid", broken)
     with pytest.raises(RuntimeError, match="exploded"):
-        evaluate(finished_run, progress=False)
+        evaluate(finished_run, progress=False, **nets)
     assert (finished_run / "metrics.json").read_bytes() == before
     assert (finished_run / "eval" / "images" / "00000.png").read_bytes() == first_image
     assert not [p for p in finished_run.iterdir() if p.name.startswith(".eval")]
+
+
+def test_metric_networks_are_required_and_never_the_runs_own(finished_run, nets, smoke_pipeline, tmp_path):
+    from csfgan.evaluate import MetricNetworkError
+    from csfgan.metrics.feature_net import FeatureNetError
+
+    out = tmp_path / "m.json"
+    with pytest.raises(MetricNetworkError, match="needs --feature-net"):
+        evaluate(finished_run, out, eval_text_encoder=nets["eval_text_encoder"], progress=False)
+    with pytest.raises(MetricNetworkError, match="needs --eval-text-encoder"):
+        evaluate(finished_run, out, feature_net=nets["feature_net"], progress=False)
+    with pytest.raises(MetricNetworkError, match="is the text encoder run .* was trained with"):
+        evaluate(finished_run, out, feature_net=nets["feature_net"], eval_text_encoder=smoke_pipeline["text_encoder"],
+                 progress=False)
+    # A copy of the run's encoder under another name is caught by its weights, not its path.
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(smoke_pipeline["text_encoder"].read_bytes())
+    with pytest.raises(MetricNetworkError, match="was trained with"):
+        evaluate(finished_run, out, feature_net=nets["feature_net"], eval_text_encoder=copy, progress=False)
+    with pytest.raises(FeatureNetError, match="not a feature-network checkpoint"):
+        evaluate(finished_run, out, feature_net=nets["eval_text_encoder"], eval_text_encoder=nets["eval_text_encoder"],
+                 progress=False)
+    assert not out.exists()
 
 
 def test_missing_and_corrupt_checkpoints(tmp_path, finished_run):

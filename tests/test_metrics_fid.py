@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 import torch_fidelity.metric_fid as tfm
-import torch_fidelity.metrics
 from scipy import linalg
 from torch import nn
 from torch_fidelity import KEY_METRIC_FID
@@ -74,12 +73,12 @@ def direct_fid(encoder, real, fake):
 def test_damsm_fid_is_zero_on_identical_sets_grows_with_noise_and_matches_numpy():
     enc = CountingEncoder()
     real = smooth_images(40)
-    same = fid_kid(real, real.copy(), extractor=DAMSM, image_encoder=enc)
+    same = fid_kid(real, real.copy(), extractor=DAMSM, network=enc)
     assert same["features"] == DAMSM
     assert abs(same["fid"]) < 1e-6
     assert same["kid_subset_size"] == 40 and same["num_images"] == 40
 
-    results = [fid_kid(real, add_noise(real, s), extractor=DAMSM, image_encoder=enc) for s in (8, 24, 64)]
+    results = [fid_kid(real, add_noise(real, s), extractor=DAMSM, network=enc) for s in (8, 24, 64)]
     fids = [r["fid"] for r in results]
     assert 0 < fids[0] < fids[1] < fids[2], fids
     kids = [r["kid_mean"] for r in results]
@@ -100,24 +99,24 @@ def test_damsm_path_leaves_the_callers_encoder_as_it_was():
     enc = CountingEncoder()
     enc.train()
     real = smooth_images(8)
-    fid_kid(real, add_noise(real, 16), extractor=DAMSM, image_encoder=enc)
+    fid_kid(real, add_noise(real, 16), extractor=DAMSM, network=enc)
     assert enc.training
     assert all(p.requires_grad for p in enc.parameters())
-    assert not fidmod._ENCODERS  # registered only for the duration of the call
+    assert not fidmod._NETWORKS  # registered only for the duration of the call
 
 
 def test_reference_features_are_cached_per_key(tmp_path):
     real = smooth_images(12)
     fake_a, fake_b = add_noise(real, 10), add_noise(real, 30)
     enc = CountingEncoder()
-    kw = dict(extractor=DAMSM, image_encoder=enc, cache_dir=tmp_path, cache_key="synth-birds/test")
+    kw = dict(extractor=DAMSM, network=enc, cache_dir=tmp_path, cache_key="synth-birds/test")
 
     first = fid_kid(real, fake_a, **kw)
     assert enc.images_seen == 24  # real + fake
     again = fid_kid(real, fake_a, **kw)
     assert enc.images_seen == 36  # fake only: the real features came from the cache
     assert again["fid"] == pytest.approx(first["fid"]) and again["kid_mean"] == pytest.approx(first["kid_mean"])
-    uncached = fid_kid(real, fake_a, extractor=DAMSM, image_encoder=enc)
+    uncached = fid_kid(real, fake_a, extractor=DAMSM, network=enc)
     assert uncached["fid"] == pytest.approx(first["fid"])
     enc.images_seen = 0
 
@@ -129,25 +128,25 @@ def test_reference_features_are_cached_per_key(tmp_path):
     assert enc.images_seen == 56  # a different N (and image digest) recomputes
 
     other = CountingEncoder(seed=1)  # different weights, same class and key
-    fid_kid(real, fake_b, **dict(kw, image_encoder=other))
+    fid_kid(real, fake_b, **dict(kw, network=other))
     assert other.images_seen == 24
 
     # The ``ref`` verb fills the cache that ``calc`` then reads.
     fresh = CountingEncoder(seed=2)
-    ref_kw = dict(kw, image_encoder=fresh, cache_key="ref-then-calc")
+    ref_kw = dict(kw, network=fresh, cache_key="ref-then-calc")
     feats = reference_features(real, **ref_kw)
     assert feats.shape == (12, 16) and fresh.images_seen == 12
     fid_kid(real, fake_a, **ref_kw)
     assert fresh.images_seen == 24
-    assert list(tmp_path.glob("ref-then-calc-*-features-global.pt"))
+    assert list(tmp_path.glob("ref-then-calc-*-features-global.npz"))
 
 
 def test_kid_subset_size_is_capped_at_the_number_of_images():
     enc = CountingEncoder()
     real = smooth_images(6)
-    out = fid_kid(real, add_noise(real, 20), extractor=DAMSM, image_encoder=enc, kid_subset_size=1000)
+    out = fid_kid(real, add_noise(real, 20), extractor=DAMSM, network=enc, kid_subset_size=1000)
     assert out["kid_subset_size"] == 6
-    out = fid_kid(real, add_noise(real, 20), extractor=DAMSM, image_encoder=enc, kid_subset_size=4)
+    out = fid_kid(real, add_noise(real, 20), extractor=DAMSM, network=enc, kid_subset_size=4)
     assert out["kid_subset_size"] == 4
 
 
@@ -155,23 +154,23 @@ def test_clear_errors(tmp_path, monkeypatch):
     enc = CountingEncoder()
     real = smooth_images(4)
     with pytest.raises(ValueError, match=r"real \(4, 32, 32, 3\), fake \(3, 32, 32, 3\)"):
-        fid_kid(real, real[:3], extractor=DAMSM, image_encoder=enc)
+        fid_kid(real, real[:3], extractor=DAMSM, network=enc)
     with pytest.raises(ValueError, match="at least 2 real images"):
-        fid_kid(real[:1], real[:1], extractor=DAMSM, image_encoder=enc)
+        fid_kid(real[:1], real[:1], extractor=DAMSM, network=enc)
     with pytest.raises(ValueError, match="uint8"):
-        fid_kid(real.astype(np.float32), real, extractor=DAMSM, image_encoder=enc)
+        fid_kid(real.astype(np.float32), real, extractor=DAMSM, network=enc)
     with pytest.raises(ValueError, match="unknown feature extractor"):
-        fid_kid(real, real, extractor="inception", image_encoder=enc)
-    with pytest.raises(ValueError, match="need image_encoder"):
+        fid_kid(real, real, extractor="inception", network=enc)
+    with pytest.raises(ValueError, match="need network"):
         fid_kid(real, real, extractor=DAMSM)
     with pytest.raises(ValueError, match="without cache_dir"):
-        fid_kid(real, real, extractor=DAMSM, image_encoder=enc, cache_key="x")
+        fid_kid(real, real, extractor=DAMSM, network=enc, cache_key="x")
     assert enc.images_seen == 0
 
     # No Inception weights anywhere: an error that names the DAMSM alternative, never a download.
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
     assert inception_weights_available() is None
-    with pytest.raises(UserError, match=DAMSM):
+    with pytest.raises(UserError, match="species-classifier"):
         fid_kid(real, real, extractor=INCEPTION)
     with pytest.raises(UserError, match="does not exist"):
         inception_weights_available(tmp_path / "missing.pth")
@@ -251,7 +250,7 @@ def test_inception_fid_with_a_weights_file_made_here(inception_weights, tmp_path
     # DAMSM test. So the formula's 2048 x 2048 eigendecomposition is swapped for the exact
     # low-rank computation above, which is checked against the original just above.
     monkeypatch.setattr(tfm, "fid_features_to_statistics", statistics_with_features)
-    monkeypatch.setattr(torch_fidelity.metrics, "fid_statistics_to_metric", frechet_from_features)
+    monkeypatch.setattr(tfm, "fid_statistics_to_metric", frechet_from_features)
     real = smooth_images(8, seed=0)  # Inception runs at 299 px whatever the input: ~0.15 s per image
     other = np.random.default_rng(5).integers(0, 256, real.shape, dtype=np.uint8)  # white noise
     kw = dict(extractor=INCEPTION, inception_weights=inception_weights, cache_dir=tmp_path, cache_key="inc")
@@ -262,4 +261,87 @@ def test_inception_fid_with_a_weights_file_made_here(inception_weights, tmp_path
     assert abs(same["fid"]) < 1e-3 * different["fid"]
     assert different["kid_mean"] > abs(same["kid_mean"])
     assert same["feature_weights_sha256"] == fidmod._weights_file_hash(str(inception_weights))
-    assert list(tmp_path.glob(f"inc-*-{INCEPTION}-features-2048.pt"))
+    assert list(tmp_path.glob(f"inc-*-{INCEPTION}-features-2048.npz"))
+
+
+# ---------------------------------------------------------------- nothing read here runs pickled code
+
+
+class TouchMarker:
+    """Unpickling this calls Path.touch(marker): the payload a crafted cache or weights file carries."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_pickle_in_the_reference_cache_is_never_unpickled(tmp_path):
+    real = smooth_images(12)
+    fake = add_noise(real, 20)
+    enc = CountingEncoder()
+    kw = dict(extractor=DAMSM, network=enc, cache_dir=tmp_path / "cache", cache_key="synth-birds-test")
+    expected = fid_kid(real, fake, **kw)
+    (cache,) = (tmp_path / "cache").glob("*.npz")
+    assert np.load(cache, allow_pickle=False)["features"].shape == (12, 16)  # plain arrays, no pickle
+
+    marker = tmp_path / "pwned"
+    with open(cache, "wb") as f:  # an object array: numpy pickles it
+        np.savez(f, features=np.array([TouchMarker(marker)], dtype=object))
+    enc.images_seen = 0
+    with pytest.warns(UserWarning, match="unreadable reference-feature cache"):
+        again = fid_kid(real, fake, **kw)
+    assert not marker.exists()
+    assert enc.images_seen == 24  # recomputed from the images, not read
+    assert again["fid"] == pytest.approx(expected["fid"])
+    assert np.load(cache, allow_pickle=False)["features"].shape == (12, 16)  # and rewritten whole
+
+    cache.write_bytes(b"not a zip")  # a damaged cache: recomputed too
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert fid_kid(real, fake, **kw)["fid"] == pytest.approx(expected["fid"])
+
+
+def test_a_pickle_as_inception_weights_is_refused_before_torch_fidelity_opens_it(tmp_path, monkeypatch):
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "weights-inception.pth"
+    torch.save({"conv.weight": torch.zeros(1), "payload": TouchMarker(marker)}, crafted)
+    opened = []
+    monkeypatch.setattr(tfi.FeatureExtractorInceptionV3, "__init__", lambda self, *a, **k: opened.append(k))
+    real = smooth_images(4)
+    for path in (crafted, None):
+        if path is None:  # the same file found in torch-fidelity's hub cache is checked as well
+            monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+            hub = tmp_path / "hub" / "checkpoints" / fidmod.INCEPTION_WEIGHTS_FILENAME
+            hub.parent.mkdir(parents=True)
+            hub.write_bytes(crafted.read_bytes())
+        with pytest.raises(fidmod.InceptionWeightsError, match="not a plain state_dict .*nothing in it ran"):
+            fid_kid(real, real, extractor=INCEPTION, inception_weights=path)
+    assert not marker.exists() and not opened
+
+    not_a_state_dict = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], not_a_state_dict)
+    with pytest.raises(fidmod.InceptionWeightsError, match="holds a list, not a state_dict"):
+        fid_kid(real, real, extractor=INCEPTION, inception_weights=not_a_state_dict)
+
+
+def test_reference_cache_is_keyed_by_the_feature_networks_weights(tmp_path):
+    """A retrained feature network (same class, same data, other weights) never reuses stale features."""
+    from csfgan.metrics.feature_net import SpeciesClassifier
+
+    real = smooth_images(10)
+    fake = add_noise(real, 20)
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        nets.append(SpeciesClassifier(RES, {"species": 3}))
+    kw = dict(extractor=fidmod.FEATURE_NET, cache_dir=tmp_path, cache_key="synth-birds-test")
+    a = fid_kid(real, fake, network=nets[0], **kw)
+    b = fid_kid(real, fake, network=nets[1], **kw)
+    assert a["feature_weights_sha256"] != b["feature_weights_sha256"]
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    assert b["fid"] == pytest.approx(fid_kid(real, fake, network=nets[1], extractor=fidmod.FEATURE_NET)["fid"])

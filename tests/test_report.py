@@ -288,6 +288,7 @@ def smoke(tmp_path_factory):
     from csfgan.damsm import pretrain_text
     from csfgan.data.synthetic import prepare_synthetic
     from csfgan.evaluate import evaluate
+    from csfgan.metrics.feature_net import train_feature_net
     from csfgan.train import train
 
     root = tmp_path_factory.mktemp("smoke")
@@ -296,10 +297,14 @@ def smoke(tmp_path_factory):
     prepare_synthetic("synth-birds", data, scale)
     text = root / "text_encoder.pt"
     pretrain_text(data, scale, text)
+    eval_text = root / "text_encoder.eval.pt"
+    pretrain_text(data, scale, eval_text, seed=1)
+    feature_net = root / "feature_net.pt"
+    train_feature_net(data, scale, feature_net, progress=False)
     config = _config(root, seeds=(0,), tables=SMOKE_TABLES)
     for run in plan(config, root).runs():
         train(data, text, run.name, "smoke", root / run.path, seed=run.seed, device="cpu", progress=False)
-        evaluate(root / run.path, progress=False)
+        evaluate(root / run.path, feature_net=feature_net, eval_text_encoder=eval_text, progress=False)
     return root, config
 
 
@@ -382,7 +387,12 @@ def test_training_curves_and_tables_from_real_runs(smoke, tmp_path):
     assert terms[:3] == ["loss_d", "loss_g/total", "loss_g/rec"] and "loss_g/gan_word" in terms
     # The evaluated metrics.json files feed the tables as they are.
     tables = build_tables(config, root)
-    assert "FID (DAMSM features)" in tables["table3"].markdown()
+    table3 = tables["table3"].markdown()
+    assert "FID (species-classifier features)" in table3
+    # The notes say how the feature network and the R-precision pair were trained.
+    assert "species-classifier (synth-birds train split, seed 0)" in table3
+    assert ("R-precision on DAMSM pair pretrained on synth-birds with seed 1, independently of the run's (seed 0)"
+            in table3)
     assert len(tables["table1"].rows) == 8 + 2
 
 

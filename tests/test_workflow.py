@@ -57,6 +57,8 @@ def test_dry_run_resolves(configfile, tmp_path):
     seeds = len(yaml.safe_load((ROOT / configfile).read_text())["seeds"])
     assert counts["train"] == 12 * seeds  # 4 variants x 2 datasets + 4 extra λ_edge points on the first
     assert counts["evaluate"] == counts["train"] and counts["tables"] == 1
+    # One FID feature network and one independent R-precision DAMSM pair per dataset.
+    assert counts["train_features"] == counts["pretrain_text_eval"] == counts["pretrain_text"] == 2
     if "paper" in configfile:
         assert counts["download"] == 2 and counts["prepare_real"] == 2
 

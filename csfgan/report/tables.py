@@ -5,7 +5,9 @@ confidence interval over its seeds (Student t: ``t(0.975, n−1) · sd / √n``;
 and n = 1, never an interval). Tables 1 and 2 put the paper's reported numbers beside ours, marked
 "reported". Every table states the scale it was measured at, the features FID was computed on and
 the network the perceptual loss used, because on machines without ImageNet weights both are the
-pipeline's own DAMSM image encoder and such numbers are not comparable with the paper's.
+pipeline's own networks and such numbers are not comparable with the paper's: FID on a species
+classifier trained for that alone (``csfgan train-features``), the perceptual loss on the DAMSM image
+encoder.
 
 Layout: one row per method and dataset, with a Dataset column (Table 1 groups our datasets under the
 paper's dataset they stand in for), so that the extra metrics (hole-only PSNR/SSIM, KID,
@@ -116,7 +118,17 @@ METRICS = (
     Metric("counterfactual_accuracy", "counterfactual acc.", "higher", 3, optional=True),
 )
 
-FEATURE_LABELS = {"damsm-image-encoder": "DAMSM features", "inception-v3-compat": "Inception features"}
+FEATURE_LABELS = {"damsm-image-encoder": "DAMSM features", "inception-v3-compat": "Inception features",
+                  "species-classifier": "species-classifier features"}
+OFFLINE_FEATURES_NOTE = {
+    "species-classifier": " because Inception weights are not available here: a small CNN trained by `csfgan "
+                          "train-features` to classify species (and part colours on the synthetic sets) on each "
+                          "dataset's train split, used in no training loss ({nets}). Not comparable with FIDs on "
+                          "Inception features, such as the paper's.",
+    "damsm-image-encoder": " because Inception weights are not available here: not comparable with FIDs on "
+                           "Inception features, such as the paper's. The DAMSM image encoder is also the perceptual "
+                           "loss's network offline, so this FID measures in part a training target.",
+}
 
 
 def features_label(features: str) -> str:
@@ -399,14 +411,19 @@ def _provenance_notes(runs: Runs, keys: list[tuple[str, str]], fid: bool = True)
                 by[key].setdefault(str(m.get(key)), []).append(f"{d}/{name}/seed{s}")
     if fid:
         feats = by["fid_features"]
+        nets = sorted({str(m["fid_feature_net"]["description"]) for d, name in keys for m in runs.seeds(d, name)
+                       if isinstance(m.get("fid_feature_net"), dict)})
         if len(feats) == 1:
             (f,) = feats
             notes.append(f"FID (and KID) computed on {features_label(f)} ('{f}')"
-                         + (" because Inception weights are not available here: not comparable with FIDs on "
-                            "Inception features, such as the paper's." if f == "damsm-image-encoder" else "."))
+                         + OFFLINE_FEATURES_NOTE.get(f, ".").format(nets="; ".join(nets) or "not recorded"))
         else:
             notes.append("Runs DISAGREE on FID features: " + "; ".join(
                 f"{features_label(f)} for {', '.join(r)}" for f, r in sorted(feats.items())) + ".")
+    rp = sorted({str(m["r_precision_encoder"]["description"]) for d, name in keys for m in runs.seeds(d, name)
+                 if isinstance(m.get("r_precision_encoder"), dict)})
+    if rp:
+        notes.append("R-precision on " + "; ".join(rp) + ".")
     percs = by["perceptual_source"]
     if len(percs) == 1:
         (src,) = percs

@@ -1,6 +1,8 @@
 rule evaluate:
     input:
-        "results/runs/{dataset}/{run}/seed{seed}/final.pt",
+        final="results/runs/{dataset}/{run}/seed{seed}/final.pt",
+        feature_net="results/feature_net/{dataset}.pt",
+        eval_text_encoder="results/text_encoder/{dataset}.eval.pt",
     output:
         "results/runs/{dataset}/{run}/seed{seed}/metrics.json",
     log:
@@ -19,4 +21,5 @@ rule evaluate:
         device=DEVICE,
         run=lambda wc: f"results/runs/{wc.dataset}/{wc.run}/seed{wc.seed}",
     shell:
-        "{params.csfgan} evaluate --run {params.run} --out {output} --device {params.device} --threads {threads} > {log} 2>&1"
+        "{params.csfgan} evaluate --run {params.run} --out {output} --feature-net {input.feature_net} "
+        "--eval-text-encoder {input.eval_text_encoder} --device {params.device} --threads {threads} > {log} 2>&1"
