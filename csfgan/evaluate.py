@@ -151,7 +151,8 @@ def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_s
     fakes = np.empty((n, data.resolution, data.resolution, 3), dtype=np.uint8)
     holes = np.empty((n, data.resolution, data.resolution), dtype=bool)
     fake_codes, sent_codes = [], []
-    for start in tqdm(range(0, n, bs), desc="inpaint test split", disable=not progress, dynamic_ncols=True):
+    for start in tqdm(range(0, n, bs), desc="inpaint test split", disable=None if progress else True,
+                      dynamic_ncols=True):
         b = test.batch(np.arange(start, min(n, start + bs)))
         composite, _ = model.inpaint(b["image"], b["mask"], b["tokens"], b["length"])
         fakes[start:start + len(composite)] = to_uint8(composite)

@@ -21,17 +21,37 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return done
 
 
-def workspace(tmp_path: Path, **config) -> Path:
+LEAN_TABLES = {  # two variants and one extra sweep point: every table, as few runs as possible
+    "table1": {"variants": ["baseline", "full"]},
+    "table2": {"variants": ["baseline", "full"]},
+    "table3": {"variants": ["baseline", "full"]},
+    "table4": {"variant": "full", "parameter": "loss.edge", "values": [0.0, 0.5]},
+}
+
+
+def workspace(tmp_path: Path, tables: dict | None = None, **config) -> Path:
     """A working directory with its own config, tables and variants (copies of the project's)."""
     shutil.copytree(ROOT / "experiments" / "variants", tmp_path / "variants")
-    tables = yaml.safe_load((ROOT / "experiments" / "tables.yaml").read_text())
-    tables["table4"]["values"] = [0.0, 0.5]  # one extra run keeps the smoke DAG short
+    if tables is None:
+        tables = yaml.safe_load((ROOT / "experiments" / "tables.yaml").read_text())
+        tables["table4"]["values"] = [0.0, 0.5]  # one extra run keeps the smoke DAG short
     (tmp_path / "tables.yaml").write_text(yaml.safe_dump(tables))
     base = {"scale": "smoke", "datasets": ["synth-birds"], "seeds": [0], "tables": "tables.yaml",
             "variants_dir": "variants", "threads": {"prepare": 1, "pretrain": 1, "train": 1, "evaluate": 1,
                                                      "report": 1}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**base, **config}))
     return tmp_path
+
+
+def planned(dry_run_output: str, rule: str) -> set[str]:
+    """The outputs of the jobs of ``rule`` a dry run lists."""
+    out, current = set(), None
+    for line in dry_run_output.splitlines():
+        if line.startswith("rule ") or line.startswith("localrule "):
+            current = line.split()[1].rstrip(":")
+        elif current == rule and line.strip().startswith("output:"):
+            out.update(p.strip() for p in line.split(":", 1)[1].split(","))
+    return out
 
 
 def jobs(dry_run_output: str) -> dict[str, int]:
@@ -52,13 +72,60 @@ def jobs(dry_run_output: str) -> dict[str, int]:
 @pytest.mark.parametrize("configfile", ["experiments/config.yaml", "experiments/paper.yaml"])
 def test_dry_run_resolves(configfile, tmp_path):
     extra = ["--config", f"tables={ROOT / 'experiments/tables.yaml'}", f"variants_dir={ROOT / 'experiments/variants'}"]
+    for archive in ("cvpr2016_cub.tar.gz", "cvpr2016_flowers.tar.gz"):  # manual downloads: only their presence
+        (tmp_path / "data" / "downloads").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "downloads" / archive).write_bytes(b"")
     done = snakemake(tmp_path, "-n", "--configfile", str(ROOT / configfile), *extra)
     counts = jobs(done.stdout)
     seeds = len(yaml.safe_load((ROOT / configfile).read_text())["seeds"])
     assert counts["train"] == 12 * seeds  # 4 variants x 2 datasets + 4 extra λ_edge points on the first
-    assert counts["evaluate"] == counts["train"] and counts["tables"] == 1
+    assert counts["evaluate"] == counts["train"] and counts["table"] == 4
     if "paper" in configfile:
         assert counts["download"] == 2 and counts["prepare_real"] == 2
+
+
+def test_missing_caption_archive_stops_the_dry_run(tmp_path):
+    """The caption archives are manual downloads: a dry run names the missing one, where to get it and
+    where to put it, before any download or training is scheduled."""
+    extra = ["--config", f"tables={ROOT / 'experiments/tables.yaml'}", f"variants_dir={ROOT / 'experiments/variants'}"]
+    done = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "experiments/paper.yaml"), *extra, check=False)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "cvpr2016_cub.tar.gz" in out and "github.com/reedscot/cvpr2016" in out
+    assert "put it at data/downloads/cvpr2016_cub.tar.gz" in out
+    assert not (tmp_path / "data").exists()
+
+
+def test_report_rules_get_the_resolved_config(tmp_path):
+    """With experiments/config.yaml present (the Snakefile's own configfile), another --configfile and
+    a --config override, the report rules read what Snakemake resolved, not a file on disk."""
+    ws = workspace(tmp_path)
+    (ws / "experiments").mkdir()
+    shutil.copy(ROOT / "experiments" / "config.yaml", ws / "experiments" / "config.yaml")
+    done = snakemake(ws, "-n", "-p", "--configfile", "config.yaml", "--config", "seeds=[0,1]")
+    resolved = yaml.safe_load((ws / "results" / "config" / "workflow.yaml").read_text())
+    assert resolved["datasets"] == ["synth-birds"] and resolved["seeds"] == [0, 1]
+    assert resolved["scale"] == "smoke" and resolved["tables"] == "tables.yaml"
+    assert "tables --config results/config/workflow.yaml --table table3" in done.stdout
+    assert "curves --config results/config/workflow.yaml" in done.stdout
+    assert planned(done.stdout, "table") == {f"results/tables/table{k}.{ext}" for k in range(1, 5)
+                                             for ext in ("csv", "md", "tex")}
+    # Written only when its content changes: the same call leaves it (and its mtime) alone.
+    before = (ws / "results" / "config" / "workflow.yaml").stat().st_mtime_ns
+    snakemake(ws, "-n", "--configfile", "config.yaml", "--config", "seeds=[0,1]")
+    assert (ws / "results" / "config" / "workflow.yaml").stat().st_mtime_ns == before
+
+
+def test_named_targets(tmp_path):
+    ws = workspace(tmp_path, tables=LEAN_TABLES)
+    counts = jobs(snakemake(ws, "-n", "table3", "--configfile", "config.yaml").stdout)
+    assert counts["train"] == 2 and counts["table"] == 1 and "figures" not in counts  # baseline, full
+    counts = jobs(snakemake(ws, "-n", "variant_full", "--configfile", "config.yaml", "--config",
+                            "seeds=[0,1]").stdout)
+    assert counts["train"] == 2 and counts["evaluate"] == 2 and "table" not in counts  # full, two seeds
+    counts = jobs(snakemake(ws, "-n", "--configfile", "config.yaml", "--config",
+                            "datasets=[synth-flowers]").stdout)
+    assert counts["prepare_synthetic"] == 1 and counts["train"] == 3
 
 
 def test_lint_is_clean():

@@ -1,6 +1,7 @@
 rule evaluate:
     input:
-        "results/runs/{dataset}/{run}/seed{seed}/final.pt",
+        final="results/runs/{dataset}/{run}/seed{seed}/final.pt",
+        data="data/prepared/{dataset}/manifest.json",
     output:
         "results/runs/{dataset}/{run}/seed{seed}/metrics.json",
     log:
