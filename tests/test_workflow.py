@@ -1,6 +1,8 @@
 """The Snakemake DAG: resolves for both configs, runs end to end at the smoke scale, grows by one
 variant file, does nothing the second time, and refuses bad configs before any job runs."""
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -134,35 +136,110 @@ def test_lint_is_clean():
     assert "Lints for" not in done.stdout + done.stderr
 
 
+def generator_weights(final: Path) -> dict:
+    import torch
+
+    return torch.load(final, map_location="cpu", weights_only=False)["generator"]
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.slow
-def test_smoke_dag_end_to_end_then_a_new_variant(tmp_path):
-    ws = workspace(tmp_path)
-    snakemake(ws, "--cores", "2", "--configfile", "config.yaml")
+def test_smoke_dag_end_to_end_then_reruns_exactly_what_changed(tmp_path):
+    """experiments/config.yaml present, another --configfile and --config seeds=[0,1]: the tables hold
+    the configured dataset and two seeds. Then each edit re-runs exactly what it changes."""
+    # Table 4's one point is the full model's own λ_edge: two runs per seed make all four tables.
+    tables = {**LEAN_TABLES, "table4": {**LEAN_TABLES["table4"], "values": [0.5]}}
+    ws = workspace(tmp_path, tables=tables, scale="scale.yaml")
+    shutil.copy(ROOT / "experiments" / "scales" / "smoke.yaml", ws / "scale.yaml")
+    (ws / "experiments").mkdir()
+    shutil.copy(ROOT / "experiments" / "config.yaml", ws / "experiments" / "config.yaml")
+    args = ("--configfile", "config.yaml", "--config", "seeds=[0,1]")
+    snakemake(ws, "--cores", "2", *args)
+    import pandas as pd
+
     for table in ("table1", "table2", "table3", "table4"):
         for ext in ("csv", "md", "tex"):
             assert (ws / "results" / "tables" / f"{table}.{ext}").is_file()
+    table3 = pd.read_csv(ws / "results" / "tables" / "table3.csv")
+    assert set(table3["dataset"]) == {"synth-birds (stand-in for CUB-200-2011)"}  # not experiments/config.yaml's
+    assert set(table3["seeds"]) == {2}
     for figure in ("fig1_captions", "fig5_comparison", "fig7_ablation", "fig8_attention", "fig9_irregular"):
         assert (ws / "results" / "figures" / f"{figure}_synth-birds.png").is_file()
         assert (ws / "results" / "figures" / f"{figure}_synth-birds.pdf").is_file()
+    assert not list((ws / "results" / "figures").glob("*synth-flowers*"))
     assert (ws / "results" / "figures" / "training_curves.png").is_file()
-    for name in ("baseline", "sfm", "wld", "full", "full--loss.edge=0.0"):
-        assert (ws / "results" / "runs" / "synth-birds" / name / "seed0" / "metrics.json").is_file()
+    runs = ws / "results" / "runs" / "synth-birds"
+    for name in ("baseline", "full"):
+        for seed in (0, 1):
+            assert (runs / name / f"seed{seed}" / "metrics.json").is_file()
 
-    # A second run after success has nothing to do.
-    assert "Nothing to be done" in snakemake(ws, "-n", "--configfile", "config.yaml").stdout
+    # A second run after success has nothing to do, nor has a variant edit that changes no value.
+    assert "Nothing to be done" in snakemake(ws, "-n", *args).stdout
+    (ws / "variants" / "baseline.yaml").write_text((ws / "variants" / "baseline.yaml").read_text()
+                                                   + "# a comment changes no value\n")
+    assert "Nothing to be done" in snakemake(ws, "-n", *args).stdout
 
-    # One new variant file, named in table3: its jobs and its row, nothing else retrained.
+    def dry(*extra):
+        out = snakemake(ws, "-n", *args, *extra).stdout
+        return jobs(out), planned(out, "train")
+
+    def finals(*names):
+        return {f"results/runs/synth-birds/{n}/seed{s}/final.pt" for n in names for s in (0, 1)}
+
+    # A scale value only training reads: every training and what follows, no preparation or DAMSM.
+    scale = yaml.safe_load((ws / "scale.yaml").read_text())
+    scale["train"]["steps"] = 6
+    (ws / "scale.yaml").write_text(yaml.safe_dump(scale))
+    counts, trains = dry()
+    assert trains == finals("baseline", "full")
+    assert "prepare_synthetic" not in counts and "pretrain_text" not in counts and counts["table"] == 4
+    # A text setting: DAMSM pretraining too, still no preparation.
+    scale["text"]["damsm"]["lr"] = 5.0e-4
+    (ws / "scale.yaml").write_text(yaml.safe_dump(scale))
+    counts, trains = dry()
+    assert counts["pretrain_text"] == 1 and "prepare_synthetic" not in counts and len(trains) == 4
+    shutil.copy(ROOT / "experiments" / "scales" / "smoke.yaml", ws / "scale.yaml")  # back: nothing to do
+    assert "Nothing to be done" in snakemake(ws, "-n", *args).stdout
+
+    # A replaced text encoder (here: pretrained again with another seed): every training that uses it.
+    encoder = ws / "results" / "text_encoder" / "synth-birds.pt"
+    kept, stat = encoder.read_bytes(), encoder.stat()
+    subprocess.run([sys.executable, "-m", "csfgan", "pretrain-text", "--data", "data/prepared/synth-birds",
+                    "--scale", "scale.yaml", "--out", str(encoder), "--seed", "1", "--threads", "1"],
+                   cwd=ws, check=True, capture_output=True)
+    counts, trains = dry()
+    assert trains == finals("baseline", "full") and "pretrain_text" not in counts
+    encoder.write_bytes(kept)  # undone: the old bytes and modification time
+    os.utime(encoder, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert "Nothing to be done" in snakemake(ws, "-n", *args).stdout
+
+    # An edited variant value and a new variant in table3: exactly their runs, trained (fresh) and shown.
+    old = generator_weights(runs / "baseline" / "seed0" / "final.pt")
+    (ws / "variants" / "baseline.yaml").write_text(
+        (ws / "variants" / "baseline.yaml").read_text() + "loss:\n  tv: 0.2\n")
     (ws / "variants" / "word-only.yaml").write_text(
         'name: word-only\ndescription: "word-level fusion only"\nmodel:\n  sentence_fusion_layers: []\n')
     tables = yaml.safe_load((ws / "tables.yaml").read_text())
     tables["table3"]["variants"].append("word-only")
     (ws / "tables.yaml").write_text(yaml.safe_dump(tables))
-    counts = jobs(snakemake(ws, "-n", "--configfile", "config.yaml").stdout)
-    assert counts["train"] == 1 and counts["evaluate"] == 1
-    snakemake(ws, "--cores", "2", "--configfile", "config.yaml")
+    counts, trains = dry()
+    assert trains == finals("baseline", "word-only") and counts["evaluate"] == 4
+    done = snakemake(ws, "--cores", "2", *args)
+    assert "Nothing to be done" in snakemake(ws, "-n", *args).stdout, done.stdout[-2000:]
+    new = generator_weights(runs / "baseline" / "seed0" / "final.pt")
+    assert not same_weights(old, new)
+    record = json.loads((runs / "baseline" / "seed0" / "config.json").read_text())
+    assert record["config"]["loss"]["tv"] == 0.2
+    log = (ws / "logs" / "train" / "synth-birds" / "baseline" / "seed0.log").read_text()
+    assert "step 4/4" in log  # trained from the start, not resumed at the old run's last step
     assert "word-only" in (ws / "results" / "tables" / "table3.md").read_text()
 
-    snakemake(ws, "--configfile", "config.yaml", "--report", "results/report.html")
+    snakemake(ws, *args, "--report", "results/report.html")
     assert (ws / "results" / "report.html").stat().st_size > 10_000
 
 
