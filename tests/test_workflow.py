@@ -279,3 +279,40 @@ def test_unknown_variant_key_and_negative_lambda(tmp_path):
     (ws2 / "tables.yaml").write_text(yaml.safe_dump(tables))
     done = snakemake(ws2, "-n", "--configfile", "config.yaml", check=False)
     assert done.returncode != 0 and "loss.edge must be >= 0" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("tables_text", "message"),
+    [
+        ("table3:\n  variants: [baseline, full]\n  colour: red\n", "Additional properties are not allowed ('colour'"),
+        ("table3:\n  variants: [baseline, full, baseline]\n", "table3.variants: ['baseline', 'full', 'baseline'] has non-unique elements"),
+        ("table3:\n  variants: [baseline]\ntable3:\n  variants: [full]\n", "key 'table3' is given twice"),
+    ],
+)
+def test_tables_schema(tmp_path, tables_text, message):
+    from csfgan.config import ConfigError
+    from csfgan.resolved import read_checked
+
+    good = "".join(f"{t}:\n  variants: [full]\n" for t in ("table1", "table2")) + \
+        "table4:\n  variant: full\n  parameter: loss.edge\n  values: [0.5]\n"
+    path = tmp_path / "tables.yaml"
+    path.write_text(good + tables_text)
+    with pytest.raises(ConfigError) as err:
+        read_checked(path, ROOT / "workflow" / "schemas" / "tables.schema.yaml")
+    assert str(err.value).startswith(str(path)) and " ".join(message.split()) in " ".join(str(err.value).split())
+
+
+@pytest.mark.parametrize(
+    ("variant", "message"),
+    [
+        ("name: full\nmodel:\n  word_fusion_layers: [9]\n", "outside the generator's encoder layers 1..5"),
+        ("name: full\nloss:\n  tv: -0.1\n", "loss.tv must be >= 0"),
+        ("name: full\nsteps: 3\n", "unknown key(s) ['steps']"),
+    ],
+)
+def test_bad_variant_stops_the_dry_run(tmp_path, variant, message):
+    ws = workspace(tmp_path, tables=LEAN_TABLES)
+    (ws / "variants" / "full.yaml").write_text(variant)
+    done = snakemake(ws, "-n", "--configfile", "config.yaml", check=False)
+    assert done.returncode != 0 and message in done.stdout + done.stderr, done.stderr[-2000:]
+    assert not (ws / "results").exists()
