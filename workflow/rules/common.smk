@@ -5,7 +5,9 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
+from csfgan.data.download import DATASET_FILES
 from csfgan.data.reed_captions import resolve_archive
+from csfgan.config import ConfigError
 from csfgan.plan import plan, split_run_name, variant_path
 from csfgan import resolved
 
@@ -17,9 +19,10 @@ SYNTHETIC = [d for d in DATASETS if d.startswith("synth-")]
 REAL = [d for d in DATASETS if not d.startswith("synth-")]
 THREADS = config["threads"]
 DOWNLOADS = config.get("real_data", {}).get("downloads", "data/downloads")
-# A mirror serving other bytes than the official files (a test's fixtures) names their MD5s here;
-# the prepared manifest records them.
-MD5_OVERRIDES = " ".join(f"--md5 {k}={v}" for k, v in config.get("real_data", {}).get("md5", {}).items())
+MIRRORS = config.get("real_data", {}).get("urls", {})
+# A mirror serving other bytes than the official files (a test's fixtures) names their MD5s; the
+# prepared manifest records them.
+MD5S = config.get("real_data", {}).get("md5", {})
 DEVICE = config["device"]
 GPUS = config["gpus_per_job"]
 SCHEMAS = os.path.join(workflow.basedir, "workflow", "schemas")
@@ -28,6 +31,11 @@ PLAN = plan(config)
 for _variant in PLAN.variants():
     resolved.read_checked(variant_path(PLAN.variants_dir, _variant), os.path.join(SCHEMAS, "variant.schema.yaml"))
 RUNS = PLAN.runs()
+_known_sources = {f.name for files in DATASET_FILES.values() for f in files}
+for _key, _names in (("real_data.urls", MIRRORS), ("real_data.md5", MD5S)):
+    if set(_names) - _known_sources:
+        raise ConfigError(f"{_key}: unknown file(s) {sorted(set(_names) - _known_sources)}; the downloaded "
+                          f"files are {', '.join(sorted(_known_sources))}")
 # Everything is valid: record what it resolved to, where the rules can depend on it (each file is
 # rewritten only when its content changes; see csfgan/resolved.py).
 resolved.write_resolved(".", config, PLAN.scale, PLAN.run_configs())
@@ -46,6 +54,16 @@ wildcard_constraints:
 
 def run_paths():
     return [r.path for r in RUNS]
+
+
+def source_options(option, values):
+    """`--url`/`--md5` options for the files of one real dataset (the config names files of both)."""
+
+    def options(wildcards):
+        names = {f.name for f in DATASET_FILES[wildcards.dataset]}
+        return " ".join(f"--{option} {name}={value}" for name, value in values.items() if name in names)
+
+    return options
 
 
 def run_config(wildcards):

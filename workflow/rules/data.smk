@@ -42,8 +42,8 @@ rule download:
     params:
         csfgan=CSFGAN,
         out=lambda wc, output: os.path.dirname(output[0]),
-        urls=" ".join(f"--url {k}={v}" for k, v in config.get("real_data", {}).get("urls", {}).items()),
-        md5s=MD5_OVERRIDES,
+        urls=source_options("url", MIRRORS),
+        md5s=source_options("md5", MD5S),
     shell:
         "{params.csfgan} download --dataset {wildcards.dataset} --out {params.out} {params.urls} {params.md5s} "
         "> {log} 2>&1 "
@@ -74,7 +74,7 @@ rule prepare_real:
         scale=SCALE,
         out=lambda wc: f"data/prepared/{wc.dataset}",
         downloads=lambda wc, input: os.path.dirname(input.done),
-        md5s=MD5_OVERRIDES,
+        md5s=source_options("md5", MD5S),
     shell:
         "{params.csfgan} prepare --dataset {wildcards.dataset} --scale {params.scale} --out {params.out} "
         "--downloads {params.downloads} --captions-archive '{input.captions}' {params.md5s} --workers {threads} "
