@@ -406,7 +406,9 @@ def _train_locked(
 
     stats_file = open(out / "stats.jsonl", "a") if rank == 0 else None  # noqa: SIM115 - closed below
     log_file = open(out / "log.txt", "a") if rank == 0 else None  # noqa: SIM115
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {variant_name}", disable=(None if progress else True) if rank == 0 else True,
+    # A bar on a terminal only (disable=None); in a job's log, the log_every lines printed below.
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {variant_name}",
+               disable=(None if progress else True) if rank == 0 else True,
                dynamic_ncols=True)
     try:
         models.train()

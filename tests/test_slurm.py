@@ -135,7 +135,8 @@ def run_killable(cmd: list[str], cwd: Path, env: dict, timeout: float) -> subpro
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"{' '.join(cmd[3:])} timed out after {timeout} s:\n{out[-3000:]}\n{err[-5000:]}") from None
+        raise AssertionError(f"{' '.join(cmd[3:])} timed out after {timeout} s:\n{out[-3000:]}\n{err[-5000:]}") \
+            from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 

@@ -285,7 +285,8 @@ def test_unknown_variant_key_and_negative_lambda(tmp_path):
     ("tables_text", "message"),
     [
         ("table3:\n  variants: [baseline, full]\n  colour: red\n", "Additional properties are not allowed ('colour'"),
-        ("table3:\n  variants: [baseline, full, baseline]\n", "table3.variants: ['baseline', 'full', 'baseline'] has non-unique elements"),
+        ("table3:\n  variants: [baseline, full, baseline]\n",
+         "table3.variants: ['baseline', 'full', 'baseline'] has non-unique elements"),
         ("table3:\n  variants: [baseline]\ntable3:\n  variants: [full]\n", "key 'table3' is given twice"),
     ],
 )
