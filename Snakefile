@@ -9,6 +9,11 @@ min_version("9.0")
 configfile: "experiments/config.yaml"
 
 
+# `--config seeds=[0,1]` reaches the config as ["0", "1"]: whole numbers written as text count as numbers.
+if isinstance(config.get("seeds"), list):
+    config["seeds"] = [int(s) if isinstance(s, str) and s.isdigit() else s for s in config["seeds"]]
+
+
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -19,6 +24,17 @@ include: "workflow/rules/feature_net.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/targets.smk"
+
+
+# On a cluster these run on the submit host: downloads need the internet (compute nodes are often
+# offline) and the report rules are small.
+localrules:
+    download,
+    preview,
+    table,
+    figures,
+    training_curves,
 
 
 rule all:

@@ -54,11 +54,13 @@ def _prepare_locked(args: argparse.Namespace, scale, out: Path) -> None:
     elif args.dataset == "cub":
         from csfgan.data.cub import prepare_cub
 
-        prepare_cub(out, scale, Path(args.downloads), _captions(args), workers=default_threads(args.workers))
+        prepare_cub(out, scale, Path(args.downloads), _captions(args), workers=default_threads(args.workers),
+                    md5s=_md5s(args))
     elif args.dataset == "oxford102":
         from csfgan.data.oxford102 import prepare_oxford102
 
-        prepare_oxford102(out, scale, Path(args.downloads), _captions(args), workers=default_threads(args.workers))
+        prepare_oxford102(out, scale, Path(args.downloads), _captions(args), workers=default_threads(args.workers),
+                          md5s=_md5s(args))
     if args.verify:
         _verify(out)
     if args.preview:
@@ -84,11 +86,16 @@ def _captions(args: argparse.Namespace) -> Path | None:
     return Path(args.captions_archive) if args.captions_archive else None
 
 
+def _md5s(args: argparse.Namespace) -> dict[str, str] | None:
+    """``--md5 FILE=MD5`` options: a mirror's checksums in place of the official files' (tests' fixtures)."""
+    return dict(m.split("=", 1) for m in args.md5) if args.md5 else None
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from csfgan.data.download import download_dataset
 
     urls = dict(u.split("=", 1) for u in args.url) if args.url else None
-    paths = download_dataset(args.dataset, Path(args.out), urls=urls)
+    paths = download_dataset(args.dataset, Path(args.out), urls=urls, md5s=_md5s(args))
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -193,7 +200,7 @@ def _workflow_config(path: str) -> dict:
 def cmd_tables(args: argparse.Namespace) -> int:
     from csfgan.report.tables import write_tables
 
-    for path in write_tables(_workflow_config(args.config), Path(args.out)):
+    for path in write_tables(_workflow_config(args.config), Path(args.out), tables=args.table):
         print(f"wrote {path}")
     return 0
 
@@ -247,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", help="also write a contact sheet PNG here")
     p.add_argument("--verify", action="store_true",
                    help="then check every file at --out against the manifest's sizes and sha256")
+    p.add_argument("--md5", action="append", metavar="FILE=MD5",
+                   help="real datasets: expected MD5 of a source file served by a mirror (repeatable; recorded in "
+                        "the manifest)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("verify-data", help="check a prepared dataset's files against its manifest (sha256)",
@@ -258,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=REAL)
     p.add_argument("--out", default="data/downloads")
     p.add_argument("--url", action="append", metavar="FILE=URL", help="mirror for one file (repeatable)")
+    p.add_argument("--md5", action="append", metavar="FILE=MD5",
+                   help="expected MD5 of a file the mirror serves in place of the official one (repeatable)")
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("preview", help="contact sheet of prepared samples with hole and caption", formatter_class=fmt)
@@ -345,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     p.add_argument("--config", required=True, help="workflow config, e.g. experiments/config.yaml")
     p.add_argument("--out", default="results/tables")
+    p.add_argument("--table", action="append", choices=("table1", "table2", "table3", "table4"),
+                   help="write only this table (repeatable; default: all four)")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("figures", help="the paper's qualitative figures for one dataset (png, pdf)",

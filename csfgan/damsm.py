@@ -163,7 +163,9 @@ def _train(
     text_encoder.train()
     image_encoder.train()
     history = []
-    bar = tqdm(total=damsm.epochs * steps_per_epoch, desc=f"DAMSM {data.name}", unit="step", dynamic_ncols=True)
+    # A bar on a terminal (disable=None); in a job's log file one line per epoch instead.
+    bar = tqdm(total=damsm.epochs * steps_per_epoch, desc=f"DAMSM {data.name}", unit="step", dynamic_ncols=True,
+               disable=None)
     with bar:
         for epoch in range(damsm.epochs):
             order = torch.randperm(n, generator=generator).numpy()
@@ -190,6 +192,9 @@ def _train(
             history.append(
                 {"epoch": epoch + 1, **dict(zip(("w_loss0", "w_loss1", "s_loss0", "s_loss1"), mean, strict=True))}
             )
+            if bar.disable:
+                print(f"DAMSM {data.name}: epoch {epoch + 1}/{damsm.epochs} word loss {mean[0] + mean[1]:.3f} "
+                      f"sentence loss {mean[2] + mean[3]:.3f}", flush=True)
             # AttnGAN's schedule: lr x 0.98 per epoch while above a tenth of the initial rate.
             for group in optimizer.param_groups:
                 if group["lr"] > damsm.lr / 10:

@@ -242,7 +242,8 @@ def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_tex
     fakes = np.empty((n, data.resolution, data.resolution, 3), dtype=np.uint8)
     holes = np.empty((n, data.resolution, data.resolution), dtype=bool)
     fake_codes, sent_codes = [], []
-    for start in tqdm(range(0, n, bs), desc=f"inpaint {split} split", disable=not progress, dynamic_ncols=True):
+    for start in tqdm(range(0, n, bs), desc=f"inpaint {split} split", disable=None if progress else True,
+                      dynamic_ncols=True):
         b = test.batch(np.arange(start, min(n, start + bs)))
         composite, _ = model.inpaint(b["image"], b["mask"], b["tokens"], b["length"])
         fakes[start:start + len(composite)] = to_uint8(composite)

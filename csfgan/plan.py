@@ -79,6 +79,19 @@ class Plan:
     def variants(self) -> list[str]:
         return sorted({split_run_name(r.name)[0] for r in self.runs()})
 
+    def run_config(self, name: str) -> ScaleConfig:
+        """The fully resolved config of run ``name``: scale, then its variant, then its overrides."""
+        from csfgan.train import parse_overrides
+
+        variant, overrides = split_run_name(name)
+        path = variant_path(self.variants_dir, variant)
+        cfg = apply_variant(self.scale, load_variant(path), str(path))
+        return parse_overrides(cfg, overrides, f"run {name}")
+
+    def run_configs(self) -> dict[str, ScaleConfig]:
+        """Every planned run's resolved config, by run name (the same for every dataset and seed)."""
+        return {name: self.run_config(name) for name in sorted({r.name for r in self.runs()})}
+
 
 def plan(config: dict[str, Any], root: Path | str = ".") -> Plan:
     """The runs and table rows of a workflow config; paths in it are relative to ``root`` (the
@@ -107,6 +120,7 @@ def plan(config: dict[str, Any], root: Path | str = ".") -> Plan:
                 # Applied to the scale now, so an out-of-range value fails before any job runs.
                 apply_variant(scale, _load(v, variants_dir, where), str(variant_path(variants_dir, v)))
             out.rows[table] = {d: {v: v for v in variants} for d in out.datasets}
+    out.run_configs()  # every run resolved and range-checked now, before any job
     return out
 
 

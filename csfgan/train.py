@@ -404,7 +404,9 @@ def _train_locked(
 
     stats_file = open(out / "stats.jsonl", "a") if rank == 0 else None  # noqa: SIM115 - closed below
     log_file = open(out / "log.txt", "a") if rank == 0 else None  # noqa: SIM115
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {variant_name}", disable=not progress or rank != 0,
+    # A bar on a terminal only (disable=None); in a job's log, the log_every lines printed below.
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {variant_name}",
+               disable=(None if progress else True) if rank == 0 else True,
                dynamic_ncols=True)
     try:
         models.train()
@@ -431,9 +433,12 @@ def _train_locked(
                        **{k if k.startswith("sentence_snr/") else f"loss_g/{k}": float(v) for k, v in terms.items()}}
                 stats_file.write(json.dumps(row) + "\n")
                 stats_file.flush()
-                log_file.write(f"step {step}/{t.steps} D {row['loss_d']:.4f} G {row['loss_g/total']:.4f} "
-                               f"{row['images_per_s']:.1f} img/s\n")
+                line = (f"step {step}/{t.steps} D {row['loss_d']:.4f} G {row['loss_g/total']:.4f} "
+                        f"{row['images_per_s']:.1f} img/s")
+                log_file.write(line + "\n")
                 log_file.flush()
+                if bar.disable and progress:  # not a terminal (a job's log): a line per log_every steps
+                    print(f"train {variant_name}: {line}", flush=True)
                 bar.set_postfix(D=f"{row['loss_d']:.3f}", G=f"{row['loss_g/total']:.3f}")
                 tick, window_images = time.perf_counter(), 0
             if rank == 0 and (step % t.sample_every == 0 or step == total_steps):

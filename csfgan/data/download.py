@@ -167,7 +167,7 @@ def _fetch(url: str, dest: Path, *, timeout: float, progress: bool) -> bool:
                     unit_scale=True,
                     unit_divisor=1024,
                     desc=label,
-                    disable=not progress,
+                    disable=None if progress else True,  # a bar on a terminal only
                     leave=False,
                 ) as bar,
             ):

@@ -325,7 +325,7 @@ def write_real(
             total=len(flat),
             desc=f"{dataset} images",
             unit="img",
-            disable=not progress,
+            disable=None if progress else True,  # a bar on a terminal only
             leave=False,
         ):
             writers[split].put(i, image, caps, rec.class_id, rec.key)

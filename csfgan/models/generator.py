@@ -40,7 +40,6 @@ from torch import Tensor, nn
 from csfgan.config import ScaleConfig
 from csfgan.models.fusion import SentenceFusion, WordFusion
 
-
 # Recorded in every generator checkpoint and training state and checked when one is loaded: weights
 # of another layout must fail with this name, not with a list of mismatched tensor shapes.
 GENERATOR_ARCHITECTURE = "unet-v2"

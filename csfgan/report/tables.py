@@ -212,11 +212,12 @@ def train_seconds(run: RunId, metrics: dict[str, Any], root: Path) -> float | No
 class Runs:
     """The metrics of every planned run, read once (a missing file stops with its path)."""
 
-    def __init__(self, p: Plan, root: Path, device: str = "cpu"):
+    def __init__(self, p: Plan, root: Path, device: str = "cpu", tables: list[str] | None = None):
         self.plan = p
         self.root = Path(root)
         self.device = device
-        self.metrics = {r: read_metrics(r, self.root) for r in p.runs()}
+        wanted = {r for t in (tables or [None]) for r in p.runs(t)}
+        self.metrics = {r: read_metrics(r, self.root) for r in p.runs() if r in wanted}
 
     def seeds(self, dataset: str, name: str) -> list[dict[str, Any]]:
         return [self.metrics[RunId(dataset, name, s)] for s in self.plan.seeds]
@@ -618,18 +619,25 @@ def table4(runs: Runs, title: str) -> Table:
 BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4}
 
 
-def build_tables(config: dict[str, Any], root: Path | str = ".") -> dict[str, Table]:
-    """All four tables of a workflow config (``experiments/config.yaml``); runs live under ``root``."""
+def build_tables(config: dict[str, Any], root: Path | str = ".", tables: list[str] | None = None) -> dict[str, Table]:
+    """The tables (default: all four) of a workflow config (``experiments/config.yaml``); runs live
+    under ``root``, and only the metrics of the tables asked for are read."""
+    unknown = sorted(set(tables or []) - set(BUILDERS))
+    if unknown:
+        raise ReportError(f"unknown table(s) {unknown}; known: {', '.join(BUILDERS)}")
     p = plan(config, root)
-    runs = Runs(p, Path(root), str(config.get("device", "cpu")))
-    return {name: build(runs, p.tables[name].get("title", name)) for name, build in BUILDERS.items()}
+    runs = Runs(p, Path(root), str(config.get("device", "cpu")), tables)
+    return {name: build(runs, p.tables[name].get("title", name)) for name, build in BUILDERS.items()
+            if not tables or name in tables}
 
 
-def write_tables(config: dict[str, Any], out: Path | str, root: Path | str = ".") -> list[Path]:
-    """Write ``table{1..4}.{csv,md,tex}`` into ``out`` (each file atomically); returns the paths."""
+def write_tables(config: dict[str, Any], out: Path | str, root: Path | str = ".",
+                 tables: list[str] | None = None) -> list[Path]:
+    """Write ``table<k>.{csv,md,tex}`` into ``out`` (each file atomically) for each of ``tables``
+    (default: all four); returns the paths."""
     out = Path(out)
     written = []
-    for name, table in build_tables(config, root).items():
+    for name, table in build_tables(config, root, tables).items():
         for ext, text in (("csv", table.csv()), ("md", table.markdown()), ("tex", table.latex())):
             path = out / f"{name}.{ext}"
             write_text(path, text)

@@ -1,4 +1,6 @@
 rule prepare_synthetic:
+    input:
+        settings=PREPARE_CONFIG,
     output:
         "data/prepared/{dataset}/manifest.json",
     wildcard_constraints:
@@ -40,15 +42,19 @@ rule download:
     params:
         csfgan=CSFGAN,
         out=lambda wc, output: os.path.dirname(output[0]),
-        urls=" ".join(f"--url {k}={v}" for k, v in config.get("real_data", {}).get("urls", {}).items()),
+        urls=source_options("url", MIRRORS),
+        md5s=source_options("md5", MD5S),
     shell:
-        "{params.csfgan} download --dataset {wildcards.dataset} --out {params.out} {params.urls} > {log} 2>&1 "
+        "{params.csfgan} download --dataset {wildcards.dataset} --out {params.out} {params.urls} {params.md5s} "
+        "> {log} 2>&1 "
         "&& touch {output}"
 
 
 rule prepare_real:
     input:
-        f"{DOWNLOADS}/{{dataset}}.done",
+        done=f"{DOWNLOADS}/{{dataset}}.done",
+        captions=caption_archive,
+        settings=PREPARE_CONFIG,
     output:
         "data/prepared/{dataset}/manifest.json",
     wildcard_constraints:
@@ -67,11 +73,12 @@ rule prepare_real:
         csfgan=CSFGAN,
         scale=SCALE,
         out=lambda wc: f"data/prepared/{wc.dataset}",
-        downloads=lambda wc, input: os.path.dirname(input[0]),
-        captions=lambda wc: config.get("real_data", {}).get("captions_archive", {}).get(wc.dataset, ""),
+        downloads=lambda wc, input: os.path.dirname(input.done),
+        md5s=source_options("md5", MD5S),
     shell:
         "{params.csfgan} prepare --dataset {wildcards.dataset} --scale {params.scale} --out {params.out} "
-        "--downloads {params.downloads} --captions-archive '{params.captions}' --workers {threads} > {log} 2>&1"
+        "--downloads {params.downloads} --captions-archive '{input.captions}' {params.md5s} --workers {threads} "
+        "> {log} 2>&1"
 
 
 rule preview:

@@ -1,6 +1,7 @@
 rule evaluate:
     input:
         final="results/runs/{dataset}/{run}/seed{seed}/final.pt",
+        data="data/prepared/{dataset}/manifest.json",
         feature_net="results/feature_net/{dataset}.pt",
         eval_text_encoder="results/text_encoder/{dataset}.eval.pt",
     output:

@@ -1,17 +1,25 @@
-rule tables:
+# Report rules read the config Snakemake resolved (every --configfile and --config override), written
+# by common.smk to results/config/workflow.yaml and passed to them as --config; it is their input, so
+# a changed setting (datasets, seeds, tables) redraws them.
+
+
+rule table:
     input:
-        metrics=all_metrics(),
+        config=RESOLVED_CONFIG,
         tables=config["tables"],
+        metrics=table_metrics,
     output:
         report(
-            expand("results/tables/{table}.{ext}", table=TABLES, ext=TABLE_FORMATS),
+            expand("results/tables/{{table}}.{ext}", ext=TABLE_FORMATS),
             category="Tables",
             caption="../report/tables.rst",
         ),
+    wildcard_constraints:
+        table="|".join(TABLES),
     log:
-        "logs/report/tables.log",
+        "logs/report/{table}.log",
     benchmark:
-        "benchmarks/report/tables.tsv"
+        "benchmarks/report/{table}.tsv"
     threads: THREADS["report"]
     resources:
         mem_mb=2000,
@@ -20,13 +28,13 @@ rule tables:
         ENV
     params:
         csfgan=CSFGAN,
-        configfile=workflow.configfiles[-1] if workflow.configfiles else "experiments/config.yaml",
     shell:
-        "{params.csfgan} tables --config {params.configfile} --out results/tables > {log} 2>&1"
+        "{params.csfgan} tables --config {input.config} --table {wildcards.table} --out results/tables > {log} 2>&1"
 
 
 rule figures:
     input:
+        config=RESOLVED_CONFIG,
         metrics=dataset_metrics,
     output:
         report(
@@ -47,15 +55,15 @@ rule figures:
         ENV
     params:
         csfgan=CSFGAN,
-        configfile=workflow.configfiles[-1] if workflow.configfiles else "experiments/config.yaml",
     shell:
-        "{params.csfgan} figures --config {params.configfile} --dataset {wildcards.dataset} --out results/figures "
+        "{params.csfgan} figures --config {input.config} --dataset {wildcards.dataset} --out results/figures "
         "--threads {threads} > {log} 2>&1"
 
 
 rule training_curves:
     input:
-        all_metrics(),
+        config=RESOLVED_CONFIG,
+        metrics=all_metrics(),
     output:
         report(
             expand("results/figures/training_curves.{ext}", ext=["png", "pdf"]),
@@ -74,6 +82,5 @@ rule training_curves:
         ENV
     params:
         csfgan=CSFGAN,
-        configfile=workflow.configfiles[-1] if workflow.configfiles else "experiments/config.yaml",
     shell:
-        "{params.csfgan} curves --config {params.configfile} --out results/figures > {log} 2>&1"
+        "{params.csfgan} curves --config {input.config} --out results/figures > {log} 2>&1"

@@ -1,6 +1,7 @@
 rule pretrain_text:
     input:
-        "data/prepared/{dataset}/manifest.json",
+        data="data/prepared/{dataset}/manifest.json",
+        settings=TEXT_ENCODER_CONFIG,
     output:
         checkpoint="results/text_encoder/{dataset}.pt",
         metrics="results/text_encoder/{dataset}.metrics.json",

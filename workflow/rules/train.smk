@@ -2,7 +2,9 @@ rule train:
     input:
         data="data/prepared/{dataset}/manifest.json",
         text_encoder="results/text_encoder/{dataset}.pt",
-        variant=variant_file,
+        # The run's resolved scale + variant + overrides: rewritten only when a value changes, so an
+        # edited variant or scale re-runs exactly the runs it changes.
+        config=run_config,
     output:
         "results/runs/{dataset}/{run}/seed{seed}/final.pt",
     log:
@@ -19,11 +21,12 @@ rule train:
     params:
         csfgan=CSFGAN,
         scale=SCALE,
+        variant=lambda wc: str(variant_path(PLAN.variants_dir, split_run_name(wc.run)[0])),
         device=DEVICE,
         data=lambda wc: f"data/prepared/{wc.dataset}",
         out=lambda wc: f"results/runs/{wc.dataset}/{wc.run}/seed{wc.seed}",
         overrides=run_overrides,
     shell:
-        "{params.csfgan} train --data {params.data} --text-encoder {input.text_encoder} --variant {input.variant} "
+        "{params.csfgan} train --data {params.data} --text-encoder {input.text_encoder} --variant {params.variant} "
         "--scale {params.scale} --seed {wildcards.seed} --out {params.out} {params.overrides} --device {params.device} "
-        "--threads {threads} > {log} 2>&1"
+        "--threads {threads} --on-mismatch restart > {log} 2>&1"
