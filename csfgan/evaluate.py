@@ -6,6 +6,8 @@ outputs replace earlier ones by rename, so a failed evaluation leaves earlier re
 
     RUN/eval/images/<n>.png   composited outputs, numbered as the test split
     RUN/eval/captions.json    the caption chosen for each test image (index and text)
+    RUN/eval/per_image.npz    per-image PSNR/SSIM and every attribute/counterfactual check
+                              (csfgan.metrics.per_image), for the tables' paired intervals
     RUN/metrics.json          every metric, with what it was measured with
 """
 
@@ -29,11 +31,13 @@ from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
 from csfgan.data.text import Vocabulary
 from csfgan.io import write_json
+from csfgan.metrics import per_image
 from csfgan.metrics.fid import fid_kid, inception_weights_available
-from csfgan.metrics.pixel import pixel_metrics
+from csfgan.metrics import per_image
+from csfgan.metrics.pixel import pixel_metrics_per_image
 from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_precision
 from csfgan.models.generator import Generator
-from csfgan.models.text import TextEncoder, padding_mask
+from csfgan.models.text import TextEncoder, empty_captions, padding_mask
 from csfgan.provenance import provenance
 from csfgan.train import GENERATOR_KIND
 
@@ -98,6 +102,8 @@ class InpaintingModel:
         caller seeds it so that evaluation is reproducible.
         """
         dev = self.device
+        if not self.cfg.model.text_input:  # the no-text control never sees the caption
+            tokens, lengths = empty_captions(tokens, lengths)
         words, sent = self.text_encoder(tokens.to(dev), lengths.to(dev))
         _, composite, aux = inference_forward(self.generator, image.to(dev), mask.to(dev), sent, words,
                                               padding_mask(tokens.to(dev)), amp=self.cfg.eval.amp)
@@ -142,7 +148,9 @@ def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_s
     real = np.asarray(test.split.images)
 
     metrics: dict[str, Any] = {"dataset": data.name, "test_images": n, "resolution": data.resolution}
-    metrics.update(pixel_metrics(real, fakes, holes))
+    per_image_arrays: dict[str, np.ndarray] = {"keys": np.asarray(test.split.keys, dtype=str),
+                                               **pixel_metrics_per_image(real, fakes, holes)}
+    metrics.update({k: float(per_image_arrays[k].mean()) for k in per_image.MEAN_METRICS})
 
     weights = inception_weights_available(cfg.eval.inception_weights_path)
     extractor = "inception-v3-compat" if weights else "damsm-image-encoder"
@@ -160,7 +168,8 @@ def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_s
     if data.manifest.get("generator_version") is not None and "parts" in data.manifest:
         from csfgan.metrics.attributes import attribute_metrics
 
-        metrics.update(attribute_metrics(model, data, test, fakes, seed=cfg.eval.caption_seed, batch_size=bs))
+        metrics.update(attribute_metrics(model, data, test, fakes, seed=cfg.eval.caption_seed, batch_size=bs,
+                                         checks=per_image_arrays))
 
     chosen = test.caption_choice
     captions = [{"key": test.split.keys[i], "caption_index": int(chosen[i]),
@@ -174,12 +183,14 @@ def evaluate(run: Path, out: Path | None = None, *, device: str = "cpu", batch_s
         "eval_seconds": round(time.perf_counter() - started, 2),
         "provenance": provenance(),
     })
-    _publish(run, out, metrics, fakes if save_images else None, captions)
+    _publish(run, out, metrics, fakes if save_images else None, captions, per_image_arrays)
     return metrics
 
 
-def _publish(run: Path, out: Path, metrics: dict[str, Any], fakes: np.ndarray | None, captions: list) -> None:
-    """Write the images to a fresh folder and swap it in, then the metrics file (both atomic)."""
+def _publish(run: Path, out: Path, metrics: dict[str, Any], fakes: np.ndarray | None, captions: list,
+             per_image_arrays: dict[str, np.ndarray]) -> None:
+    """Write the images and per-image metrics to a fresh folder and swap it in, then the metrics file (both
+    atomic)."""
     tmp = Path(tempfile.mkdtemp(prefix=".eval.partial-", dir=run))
     try:
         if fakes is not None:
@@ -187,6 +198,7 @@ def _publish(run: Path, out: Path, metrics: dict[str, Any], fakes: np.ndarray | 
             for i, image in enumerate(fakes):
                 Image.fromarray(image).save(tmp / "images" / f"{i:05d}.png")
         write_json(tmp / "captions.json", captions)
+        per_image.save(tmp, per_image_arrays)
         final = run / "eval"
         if final.exists():
             old = run / f".eval.old-{os.getpid()}"

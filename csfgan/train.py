@@ -42,7 +42,7 @@ from csfgan.io import write_json
 from csfgan.losses import GeneratorLoss, discriminator_loss
 from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator
 from csfgan.models.generator import Generator
-from csfgan.models.text import padding_mask
+from csfgan.models.text import empty_captions, padding_mask
 from csfgan.provenance import file_sha256, provenance
 
 GENERATOR_KIND = "csfgan-generator"
@@ -313,9 +313,11 @@ def train(
     amp = training_precision(cfg, dev)
 
     def text_features(b: dict[str, torch.Tensor]):
+        tokens, lengths = (b["tokens"], b["length"]) if cfg.model.text_input else empty_captions(b["tokens"],
+                                                                                                   b["length"])
         with torch.no_grad():
-            words, sent = encoder(b["tokens"], b["length"])
-        return words, sent, padding_mask(b["tokens"])
+            words, sent = encoder(tokens, lengths)
+        return words, sent, padding_mask(tokens)
 
     def save_state() -> None:
         if rank != 0:

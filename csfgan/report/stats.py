@@ -32,6 +32,7 @@ A difference's ``mde`` is the smallest true difference this design would detect 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -171,3 +172,50 @@ def paired_seeds_images(a: np.ndarray, b: np.ndarray, a_counts: np.ndarray | Non
     df = float(s - 1)
     low, high = _interval(estimate, se, df)
     return Difference(estimate, low, high, se, float(df), s, n, "seeds+images")
+
+
+# --------------------------------------------------------------------------------------------
+# Two rows of a table: which test applies to which metric.
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_weights(n_images: int) -> np.ndarray:
+    w = image_weights(n_images)
+    w.setflags(write=False)
+    return w
+
+
+def compare(metric: str, a_values: list, b_values: list, a_images: list[dict] | None = None,
+            b_images: list[dict] | None = None) -> Difference | None:
+    """Row ``b`` minus row ``a`` for one metric, paired by seed (lists in seed order).
+
+    ``*_values``: the per-seed metric from metrics.json; ``*_images``: each seed's per-image arrays
+    (:mod:`csfgan.metrics.per_image`) or None. A metric with per-image data in both rows gets the
+    seeds-and-images interval, any other the paired t over seeds; None where a seed lacks the metric.
+    """
+    from csfgan.metrics.per_image import per_image_values
+
+    if len(a_values) != len(b_values):
+        raise ValueError(f"{metric}: rows have {len(a_values)} and {len(b_values)} seeds; pairing needs equal seeds")
+    if any(v is None or not math.isfinite(float(v)) for v in [*a_values, *b_values]):
+        return None
+    if a_images is not None and b_images is not None:
+        a_arrays = [per_image_values(x, metric) for x in a_images]
+        b_arrays = [per_image_values(x, metric) for x in b_images]
+        if all(x is not None for x in a_arrays + b_arrays):
+            keys = {tuple(x["keys"]) for x in [*a_images, *b_images]}
+            if len(keys) != 1:
+                raise ValueError(f"{metric}: the rows were evaluated on different test images; cannot pair them")
+            a_v, a_c = (np.stack(x) if x[0] is not None else None for x in zip(*a_arrays, strict=True))
+            b_v, b_c = (np.stack(x) if x[0] is not None else None for x in zip(*b_arrays, strict=True))
+            return paired_seeds_images(a_v, b_v, a_c, b_c, weights=_cached_weights(a_v.shape[1]))
+    return paired_t([float(v) for v in a_values], [float(v) for v in b_values])
+
+
+def covers_note(diffs: dict[str, list[Difference]], headers: dict[str, str]) -> str:
+    """One sentence naming, for each kind of interval, the metrics that got it."""
+    by: dict[str, list[str]] = {}
+    for key, items in diffs.items():
+        for kind in sorted({d.covers for d in items}):
+            by.setdefault(kind, []).append(headers.get(key, key))
+    return "; ".join(f"{', '.join(names)}: {COVERS[kind]}" for kind, names in by.items())
