@@ -24,10 +24,15 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 def workspace(tmp_path: Path, **config) -> Path:
     """A working directory with its own config, tables and variants (copies of the project's)."""
     shutil.copytree(ROOT / "experiments" / "variants", tmp_path / "variants")
+    claims = yaml.safe_load((ROOT / "experiments" / "claims.yaml").read_text())
+    for claim in claims["claims"]:  # the λ_edge claims, on the two points the smoke sweep keeps
+        if claim["table"] == "table4":
+            claim["compare"] = [c for c in claim["compare"] if {c["row"], c["than"]} <= {"0.0", "0.5"}]
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(claims, allow_unicode=True))
     tables = yaml.safe_load((ROOT / "experiments" / "tables.yaml").read_text())
     tables["table4"]["values"] = [0.0, 0.5]  # one extra run keeps the smoke DAG short
     (tmp_path / "tables.yaml").write_text(yaml.safe_dump(tables))
-    base = {"scale": "smoke", "datasets": ["synth-birds"], "seeds": [0], "tables": "tables.yaml",
+    base = {"scale": "smoke", "datasets": ["synth-birds"], "seeds": [0], "tables": "tables.yaml", "claims": "claims.yaml",
             "variants_dir": "variants", "threads": {"prepare": 1, "pretrain": 1, "train": 1, "evaluate": 1,
                                                      "report": 1}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**base, **config}))
@@ -51,12 +56,14 @@ def jobs(dry_run_output: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("configfile", ["experiments/config.yaml", "experiments/paper.yaml"])
 def test_dry_run_resolves(configfile, tmp_path):
-    extra = ["--config", f"tables={ROOT / 'experiments/tables.yaml'}", f"variants_dir={ROOT / 'experiments/variants'}"]
+    extra = ["--config", f"tables={ROOT / 'experiments/tables.yaml'}", f"variants_dir={ROOT / 'experiments/variants'}",
+             f"claims={ROOT / 'experiments/claims.yaml'}"]
     done = snakemake(tmp_path, "-n", "--configfile", str(ROOT / configfile), *extra)
     counts = jobs(done.stdout)
     seeds = len(yaml.safe_load((ROOT / configfile).read_text())["seeds"])
-    assert counts["train"] == 12 * seeds  # 4 variants x 2 datasets + 4 extra λ_edge points on the first
-    assert counts["evaluate"] == counts["train"] and counts["tables"] == 1
+    # 4 variants and the no-text control x 2 datasets + 4 extra λ_edge points on the first
+    assert counts["train"] == 14 * seeds
+    assert counts["evaluate"] == counts["train"] and counts["tables"] == 1 and counts["claims"] == 1
     if "paper" in configfile:
         assert counts["download"] == 2 and counts["prepare_real"] == 2
 
@@ -121,6 +128,26 @@ def test_table_naming_a_missing_variant(tmp_path):
     (ws / "tables.yaml").write_text(yaml.safe_dump(tables))
     done = snakemake(ws, "-n", "--configfile", "config.yaml", check=False)
     assert done.returncode != 0 and "no variant 'nonexistent'" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("row", "sfmm"), "table3 has no row 'sfmm' on synth-birds"),
+    (("metric", "fdi"), "unknown metric 'fdi'"),
+    (("expect", "beter"), "'beter' is not one of"),
+])
+def test_claim_with_a_typo_stops_before_any_job(tmp_path, edit, message):
+    ws = workspace(tmp_path)
+    claims = yaml.safe_load((ws / "claims.yaml").read_text())
+    key, value = edit
+    if key == "metric":
+        claims["claims"][0]["metric"] = value
+    else:
+        claims["claims"][0]["compare"][0][key] = value
+    (ws / "claims.yaml").write_text(yaml.safe_dump(claims, allow_unicode=True))
+    done = snakemake(ws, "-n", "--configfile", "config.yaml", check=False)
+    assert done.returncode != 0 and message in done.stdout + done.stderr
+    assert "claims.yaml" in done.stdout + done.stderr
+    assert not (ws / "results").exists()
 
 
 def test_unknown_variant_key_and_negative_lambda(tmp_path):

@@ -6,6 +6,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from csfgan.plan import plan, split_run_name, variant_path
+from csfgan.report.claims import claims_path, load_claims
 
 CSFGAN = f"PYTHONPATH={workflow.basedir}${{PYTHONPATH:+:$PYTHONPATH}} python -m csfgan"
 ENV = "../../environment.yml"
@@ -18,6 +19,8 @@ DOWNLOADS = config.get("real_data", {}).get("downloads", "data/downloads")
 DEVICE = config["device"]
 GPUS = config["gpus_per_job"]
 PLAN = plan(config)
+CLAIMS_FILE = str(claims_path(config))
+load_claims(config, PLAN)  # a typo in a row or metric stops here, before any job
 RUNS = PLAN.runs()
 TABLES = ["table1", "table2", "table3", "table4"]
 TABLE_FORMATS = ["csv", "md", "tex"]
@@ -53,6 +56,7 @@ def all_metrics():
 
 def all_targets():
     return [
+        expand("results/claims.{ext}", ext=["md", "csv"]),
         expand("results/tables/{table}.{ext}", table=TABLES, ext=TABLE_FORMATS),
         expand("results/figures/{figure}_{dataset}.{ext}", figure=FIGURES, dataset=DATASETS, ext=["png", "pdf"]),
         expand("results/figures/training_curves.{ext}", ext=["png", "pdf"]),

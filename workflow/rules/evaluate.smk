@@ -2,7 +2,8 @@ rule evaluate:
     input:
         "results/runs/{dataset}/{run}/seed{seed}/final.pt",
     output:
-        "results/runs/{dataset}/{run}/seed{seed}/metrics.json",
+        metrics="results/runs/{dataset}/{run}/seed{seed}/metrics.json",
+        per_image="results/runs/{dataset}/{run}/seed{seed}/eval/per_image.npz",
     log:
         "logs/evaluate/{dataset}/{run}/seed{seed}.log",
     benchmark:
@@ -19,4 +20,4 @@ rule evaluate:
         device=DEVICE,
         run=lambda wc: f"results/runs/{wc.dataset}/{wc.run}/seed{wc.seed}",
     shell:
-        "{params.csfgan} evaluate --run {params.run} --out {output} --device {params.device} --threads {threads} > {log} 2>&1"
+        "{params.csfgan} evaluate --run {params.run} --out {output.metrics} --device {params.device} --threads {threads} > {log} 2>&1"

@@ -1,3 +1,31 @@
+rule claims:
+    input:
+        metrics=all_metrics(),
+        tables=config["tables"],
+        claims=CLAIMS_FILE,
+    output:
+        report(
+            expand("results/claims.{ext}", ext=["md", "csv"]),
+            category="1. Claims",
+            caption="../report/claims.rst",
+        ),
+    log:
+        "logs/report/claims.log",
+    benchmark:
+        "benchmarks/report/claims.tsv"
+    threads: THREADS["report"]
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    params:
+        csfgan=CSFGAN,
+        configfile=workflow.configfiles[-1] if workflow.configfiles else "experiments/config.yaml",
+    shell:
+        "{params.csfgan} claims --config {params.configfile} --out results/claims > {log} 2>&1"
+
+
 rule tables:
     input:
         metrics=all_metrics(),
@@ -5,7 +33,7 @@ rule tables:
     output:
         report(
             expand("results/tables/{table}.{ext}", table=TABLES, ext=TABLE_FORMATS),
-            category="Tables",
+            category="2. Tables",
             caption="../report/tables.rst",
         ),
     log:
@@ -31,7 +59,7 @@ rule figures:
     output:
         report(
             expand("results/figures/{figure}_{{dataset}}.{ext}", figure=FIGURES, ext=["png", "pdf"]),
-            category="Figures",
+            category="3. Figures",
             subcategory="{dataset}",
             caption="../report/figures.rst",
         ),
@@ -59,7 +87,7 @@ rule training_curves:
     output:
         report(
             expand("results/figures/training_curves.{ext}", ext=["png", "pdf"]),
-            category="Figures",
+            category="3. Figures",
             caption="../report/curves.rst",
         ),
     log:
