@@ -383,7 +383,7 @@ def _diff_cell(diff: Difference | None, column: Column, latex: bool) -> str:
     size = max(abs(diff.estimate), diff.half_width or 0.0)
     d = column.decimals if column.decimals is not None else 2
     if size > 0:
-        d = min(max(d, _significant(size, 2)), d + 3)
+        d = max(d, _significant(size, 2))
     est = f"{diff.estimate:+.{d}f}"
     if diff.low is None:
         body = est
