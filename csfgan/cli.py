@@ -205,6 +205,14 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from csfgan.report.claims import write_claims
+
+    for path in write_claims(_workflow_config(args.config), Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from csfgan.report.figures import make_figures
     from csfgan.runtime import configure_cpu
@@ -360,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", action="append", choices=("table1", "table2", "table3", "table4"),
                    help="write only this table (repeatable; default: all four)")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("claims", help="which of the paper's findings this run reproduces (md, csv)",
+                       formatter_class=fmt)
+    p.add_argument("--config", required=True, help="workflow config, e.g. experiments/config.yaml")
+    p.add_argument("--out", default="results/claims", help="path without suffix: writes OUT.md and OUT.csv")
+    p.set_defaults(func=cmd_claims)
 
     p = sub.add_parser("figures", help="the paper's qualitative figures for one dataset (png, pdf)",
                        formatter_class=fmt)

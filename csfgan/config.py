@@ -85,6 +85,9 @@ class ModelConfig:
     noise_dim: int = 100  # z ~ N(0, 1) concatenated with c
     # Baseline text path: the sentence vector projected and concatenated at the bottleneck.
     bottleneck_text: bool = False
+    # False: the generator (and the discriminators) get an empty caption at training and evaluation,
+    # the `no-text` control (csfgan.models.text.empty_captions).
+    text_input: bool = True
     word_level_discriminator: bool = True
     disc_base_channels: int = 64
     disc_max_channels: int = 512

@@ -9,6 +9,8 @@ outputs replace earlier ones by rename, so a failed evaluation leaves earlier re
 
     RUN/eval/images/<n>.png   composited outputs, numbered as the test split
     RUN/eval/captions.json    the caption chosen for each test image (index and text)
+    RUN/eval/per_image.npz    per-image PSNR/SSIM and every attribute/counterfactual check
+                              (csfgan.metrics.per_image), for the tables' paired intervals
     RUN/metrics.json          every metric, with what it was measured with
 
 The metric networks are never what the generator was trained with: FID/KID use TF-Inception when its
@@ -40,12 +42,13 @@ from csfgan.data.text import Vocabulary
 from csfgan.errors import UserError
 from csfgan.io import remove_stale_temporaries, temporary_dir, write_json
 from csfgan.lock import command_line, output_lock
+from csfgan.metrics import per_image
 from csfgan.metrics.feature_net import describe, load_feature_net
 from csfgan.metrics.fid import FEATURE_NET, INCEPTION, fid_kid, inception_weights_available, module_weights_hash
-from csfgan.metrics.pixel import pixel_metrics
+from csfgan.metrics.pixel import pixel_metrics_per_image
 from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_precision
 from csfgan.models.generator import Generator, check_architecture
-from csfgan.models.text import TextEncoder, padding_mask
+from csfgan.models.text import TextEncoder, empty_captions, padding_mask
 from csfgan.provenance import file_sha256, provenance
 from csfgan.train import GENERATOR_KIND
 
@@ -113,6 +116,8 @@ class InpaintingModel:
         caller seeds it so that evaluation is reproducible.
         """
         dev = self.device
+        if not self.cfg.model.text_input:  # the no-text control never sees the caption
+            tokens, lengths = empty_captions(tokens, lengths)
         words, sent = self.text_encoder(tokens.to(dev), lengths.to(dev))
         _, composite, aux = inference_forward(self.generator, image.to(dev), mask.to(dev), sent, words,
                                               padding_mask(tokens.to(dev)), amp=self.cfg.eval.amp)
@@ -255,7 +260,9 @@ def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_tex
 
     metrics: dict[str, Any] = {"dataset": data.name, "split": split, f"{split}_images": n,
                                "resolution": data.resolution}
-    metrics.update(pixel_metrics(real, fakes, holes))
+    per_image_arrays: dict[str, np.ndarray] = {"keys": np.asarray(test.split.keys, dtype=str),
+                                               **pixel_metrics_per_image(real, fakes, holes)}
+    metrics.update({k: float(per_image_arrays[k].mean()) for k in per_image.MEAN_METRICS})
 
     extractor = INCEPTION if weights else FEATURE_NET
     fid = fid_kid(real, fakes, extractor=extractor, network=fid_net, inception_weights=weights,
@@ -280,7 +287,8 @@ def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_tex
     if data.manifest.get("generator_version") is not None and "parts" in data.manifest:
         from csfgan.metrics.attributes import attribute_metrics
 
-        metrics.update(attribute_metrics(model, data, test, fakes, seed=cfg.eval.caption_seed, batch_size=bs))
+        metrics.update(attribute_metrics(model, data, test, fakes, seed=cfg.eval.caption_seed, batch_size=bs,
+                                         checks=per_image_arrays))
 
     chosen = test.caption_choice
     captions = [{"key": test.split.keys[i], "caption_index": int(chosen[i]),
@@ -294,22 +302,24 @@ def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_tex
         "eval_seconds": round(time.perf_counter() - started, 2),
         "provenance": provenance(),
     })
-    _publish(run, out, metrics, fakes if save_images else None, captions,
+    _publish(run, out, metrics, fakes if save_images else None, captions, per_image_arrays,
              folder="eval" if split == "test" else f"eval_{split}")
     return metrics
 
 
 def _publish(run: Path, out: Path, metrics: dict[str, Any], fakes: np.ndarray | None, captions: list,
-             folder: str = "eval") -> None:
-    """Write the images to a fresh folder and swap it in, then the metrics file (both atomic)."""
+             per_image_arrays: dict[str, np.ndarray], folder: str = "eval") -> None:
+    """Write the images and per-image metrics to a fresh folder and swap it in, then the metrics file (both
+    atomic)."""
     from csfgan.io import writing
 
     with writing(run / folder):
-        _publish_images(run, folder, fakes, captions)
+        _publish_images(run, folder, fakes, captions, per_image_arrays)
     write_json(out, metrics)
 
 
-def _publish_images(run: Path, folder: str, fakes: np.ndarray | None, captions: list) -> None:
+def _publish_images(run: Path, folder: str, fakes: np.ndarray | None, captions: list,
+                    per_image_arrays: dict[str, np.ndarray]) -> None:
     tmp = temporary_dir(run / folder)
     try:
         if fakes is not None:
@@ -319,6 +329,7 @@ def _publish_images(run: Path, folder: str, fakes: np.ndarray | None, captions: 
         # Plain write inside the temporary folder (itself swapped in atomically): a failure then names
         # RUN/<folder>, not a temporary path.
         (tmp / "captions.json").write_text(json.dumps(captions, indent=2, sort_keys=True) + "\n")
+        per_image.save(tmp, per_image_arrays)
         final = run / folder
         if final.exists():
             old = run / f".{folder}.old-{os.getpid()}"

@@ -65,6 +65,9 @@ class Plan:
     variants_dir: Path
     # table -> dataset -> row label -> run name
     rows: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    # table -> row labels that are controls (tables.yaml `controls`): rendered under the main rows,
+    # never the best of a block
+    controls: dict[str, list[str]] = field(default_factory=dict)
 
     def runs(self, table: str | None = None) -> list[RunId]:
         names = {
@@ -116,10 +119,14 @@ def plan(config: dict[str, Any], root: Path | str = ".") -> Plan:
             variants = spec.get("variants")
             if not variants or not isinstance(variants, list):
                 raise ConfigError(f"{where}: needs a non-empty list `variants`")
-            for v in variants:
+            controls = spec.get("controls", [])
+            if not isinstance(controls, list) or set(controls) & set(variants):
+                raise ConfigError(f"{where}: `controls` must be a list of variants not already in `variants`")
+            for v in variants + controls:
                 # Applied to the scale now, so an out-of-range value fails before any job runs.
                 apply_variant(scale, _load(v, variants_dir, where), str(variant_path(variants_dir, v)))
-            out.rows[table] = {d: {v: v for v in variants} for d in out.datasets}
+            out.rows[table] = {d: {v: v for v in variants + controls} for d in out.datasets}
+            out.controls[table] = list(controls)
     out.run_configs()  # every run resolved and range-checked now, before any job
     return out
 

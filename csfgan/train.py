@@ -51,7 +51,7 @@ from csfgan.lock import command_line, output_lock
 from csfgan.losses import GeneratorLoss, discriminator_loss, sentence_snr
 from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator
 from csfgan.models.generator import GENERATOR_ARCHITECTURE, Generator, check_architecture
-from csfgan.models.text import padding_mask
+from csfgan.models.text import empty_captions, padding_mask
 from csfgan.provenance import file_sha256, provenance
 from csfgan.resume import ON_MISMATCH, discard_run, identity_differences, mismatch_error, truncate_stats
 
@@ -388,9 +388,11 @@ def _train_locked(
     amp = training_precision(cfg, dev)
 
     def text_features(b: dict[str, torch.Tensor]):
+        tokens, lengths = (b["tokens"], b["length"]) if cfg.model.text_input else empty_captions(b["tokens"],
+                                                                                                   b["length"])
         with torch.no_grad():
-            words, sent = encoder(b["tokens"], b["length"])
-        return words, sent, padding_mask(b["tokens"])
+            words, sent = encoder(tokens, lengths)
+        return words, sent, padding_mask(tokens)
 
     def save_state() -> None:
         if rank != 0:

@@ -223,3 +223,54 @@ def test_inpaint_warns_on_a_mostly_unknown_caption(finished_run, tmp_path, capsy
     assert "2 of 3 words" in err and "glimmerwing, zorp" in err
     inpaint_file(finished_run / "final.pt", tmp_path / "in.png", "this bird has red wings zorp", tmp_path / "o.png")
     assert capsys.readouterr().err == ""  # one unknown word of six: no warning
+
+
+def test_per_image_metrics_are_saved_with_the_evaluation(finished_run):
+    from csfgan.metrics import per_image
+
+    m = evaluate(finished_run, progress=False, save_images=False)
+    arrays = per_image.load(finished_run)
+    assert len(arrays["keys"]) == m["test_images"] == 100
+    for key in per_image.MEAN_METRICS:
+        assert arrays[key].mean() == pytest.approx(m[key], rel=1e-12)
+    for key in per_image.RATIO_METRICS:
+        hits, checks = per_image.per_image_values(arrays, key)
+        assert hits.sum() / checks.sum() == pytest.approx(m[key], rel=1e-12)
+    assert len(arrays["attribute_correct"]) == m["attribute_mentions"]
+    assert len(arrays["counterfactual_correct"]) == m["counterfactual_edits"]
+
+
+@pytest.mark.slow
+def test_no_text_control_trains_and_ignores_the_caption(smoke_pipeline, tmp_path):
+    """The no-text variant trains at the smoke scale; its inpainting is the same whatever the caption."""
+    import torch
+
+    from csfgan.data.dataset import InpaintingDataset
+    from csfgan.data.prepared import PreparedData
+    from csfgan.data.text import encode_captions
+    from csfgan.evaluate import InpaintingModel
+
+    run = tmp_path / "no-text"
+    train(smoke_pipeline["data"], smoke_pipeline["text_encoder"], "no-text", "smoke", run, progress=False)
+    model = InpaintingModel(run / "final.pt")
+    assert model.cfg.model.text_input is False
+    data = PreparedData(model.run["data"])
+    b = InpaintingDataset(data, "test", captions="seeded", seed=0).batch(np.arange(8))
+    outputs = []
+    for caption in ("this bird has red wings and a white belly", "this bird has blue wings and a black belly"):
+        tokens, lengths = encode_captions([[caption]] * 8, model.vocab, data.max_words)
+        torch.manual_seed(0)
+        outputs.append(model.inpaint(b["image"], b["mask"], torch.from_numpy(tokens[:, 0]).long(),
+                                     torch.from_numpy(lengths[:, 0]).long())[0])
+    assert torch.equal(outputs[0], outputs[1])
+    # The full model, same checkpoint with text input switched back on, does read the caption.
+    model.cfg.model.text_input = True
+    texted = []
+    for caption in ("this bird has red wings and a white belly", "this bird has blue wings and a black belly"):
+        tokens, lengths = encode_captions([[caption]] * 8, model.vocab, data.max_words)
+        torch.manual_seed(0)
+        texted.append(model.inpaint(b["image"], b["mask"], torch.from_numpy(tokens[:, 0]).long(),
+                                    torch.from_numpy(lengths[:, 0]).long())[0])
+    assert not torch.equal(texted[0], texted[1])
+    m = evaluate(run, progress=False, save_images=False)
+    assert np.isfinite(m["attribute_accuracy"]) and np.isfinite(m["counterfactual_accuracy"])

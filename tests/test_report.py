@@ -7,11 +7,13 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 import csfgan.config
+from csfgan.errors import UserError
 from csfgan.plan import plan
 from csfgan.report.tables import ReportError, build_tables, mean_ci, write_tables
 
@@ -54,6 +56,29 @@ def _write_metrics(root: Path, config: dict, **extra) -> None:
              "variant": run.name, "seed": run.seed, **extra}
         (root / run.path).mkdir(parents=True, exist_ok=True)
         (root / run.path / "metrics.json").write_text(json.dumps(m))
+        _write_per_image(root / run.path, m)
+
+
+IMAGES = 20
+
+
+def _write_per_image(run: Path, m: dict) -> None:
+    """Per-image arrays whose means are the metrics.json values (image noise of mean exactly 0)."""
+    from csfgan.metrics import per_image
+
+    rng = np.random.default_rng(int(m["fid"] * 10) + m["seed"])
+    noise = rng.normal(size=IMAGES)
+    noise -= noise.mean()
+    arrays = {"keys": np.array([f"test/{i}" for i in range(IMAGES)])}
+    for key in per_image.MEAN_METRICS:
+        arrays[key] = m[key] + 0.01 * noise
+    if "attribute_accuracy" in m:  # two checks per image, m["attribute_accuracy"] of them right
+        correct = np.zeros(2 * IMAGES, bool)
+        correct[: round(m["attribute_accuracy"] * 2 * IMAGES)] = True
+        arrays.update(attribute_image=np.repeat(np.arange(IMAGES), 2), attribute_part=np.zeros(2 * IMAGES, int),
+                      attribute_correct=rng.permutation(correct))
+    (run / "eval").mkdir(exist_ok=True)
+    per_image.save(run / "eval", arrays)
 
 
 @pytest.fixture
@@ -99,17 +124,18 @@ def test_table3_exact_mean_and_ci(measured):
     sfm = csv[csv["run"] == "sfm"].iloc[0]
     assert (sfm["fid"], sfm["fid_ci95"]) == (20.0, 0.0)
     md = _read(root, "table3.md")
-    assert "| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 3 | 12.00 ± 4.97 |" in md
+    assert "| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 3 | **12.00 ± 4.97**† |" in md
     assert "32.00 ± 6.57" in md
-    assert r"$12.00 \pm 4.97$" in _read(root, "table3.tex")
+    assert r"{\boldmath$12.00 \pm 4.97$}\textsuperscript{\dag}" in _read(root, "table3.tex")
 
 
 def test_user_variant_is_its_own_row(measured):
     root, _ = measured
     md = _read(root, "table3.md")
     assert "| myvariant | synth-birds" in md
-    assert "41.00 ± 2.48" in md
-    labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "synth" in line]
+    assert "41.00 ± 2.48†" in md
+    means = md.split("Paired difference")[0]
+    labels = [line.split("|")[1].strip() for line in means.splitlines() if line.startswith("| ") and "synth" in line]
     assert labels == ["baseline", "baseline+SFM", "baseline+WLD", "CSF-GAN (full)", "myvariant"]
 
 
@@ -127,8 +153,9 @@ def test_table1_reported_rows_beside_ours(measured):
     ours = csv[csv["source"] == "measured"]
     assert list(ours["method"]) == ["baseline (ours, measured)", "CSF-GAN (ours, measured)"]
     md = _read(root, "table1.md")
-    assert "| MIGT [Li et al., 2023] | reported | CUB-200-2011 | Inception (paper) | – | 35.30 | 21.47 | 0.846 |" in md
-    ours = "| CSF-GAN (ours, measured) | measured | synth-birds (stand-in for CUB-200-2011) | DAMSM | 3 | 12.00 ± 4.97"
+    # Bold marks the best per block among rows of one source: MIGT's PSNR among the reported rows.
+    assert "| MIGT [Li et al., 2023] | reported | CUB-200-2011 | Inception (paper) | – | 35.30 | **21.47** | **0.846** |" in md
+    ours = "| CSF-GAN (ours, measured) | measured | synth-birds (stand-in for CUB-200-2011) | DAMSM | 3 | **12.00 ± 4.97**†"
     assert ours in md
     assert "comparable only with measured rows on the same real dataset" in md
 
@@ -168,7 +195,7 @@ def test_table4_rows_are_the_sweep(measured):
     root, _ = measured
     md = _read(root, "table4.md")
     assert "| λ_edge |" in md
-    assert "| no edge loss | synth-birds (stand-in for CUB-200-2011) | 3 | 18.00 ± 4.97 |" in md
+    assert "| no edge loss | synth-birds (stand-in for CUB-200-2011) | 3 | 18.00 ± 4.97† |" in md
     assert "| 0.5 (= full) |" in md
 
 
@@ -181,7 +208,7 @@ def test_provenance_notes_in_md_and_tex(measured):
             assert "Perceptual loss on the DAMSM image encoder" in text
             assert "scale 'smoke' (32 px" in text
             assert "Generator run in fp32 for evaluation" in text  # metrics without the field: fp32
-        assert "mean ± 95% CI" in md and r"mean $\pm$ 95\% CI" in tex
+        assert "mean ± 95% CI" in md and "%   - Measured at scale 'smoke'" in tex  # notes: a comment block
     assert "FID (DAMSM features) ↓" in _read(root, "table3.md")
     assert "scale 'smoke'" in _read(root, "table2.md") and "Perceptual loss" in _read(root, "table2.tex")
     csv = pd.read_csv(root / "results/tables/table3.csv")
@@ -195,7 +222,11 @@ def test_latex_is_booktabs(measured):
         assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
         assert r"\hline" not in tex
         assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
-    assert r"baseline+SFM & synth-birds" in _read(root, "table3.tex")
+        assert r"\parbox" not in tex  # long notes live in the comment block, not in the float
+    tex3 = _read(root, "table3.tex")
+    # The dataset is a block header, not a repeated column; the differences are a second panel.
+    assert tex3.count(r"\multicolumn{10}{l}{\textit{synth-birds (stand-in for CUB-200-2011)}} \\") == 2
+    assert "\nbaseline+SFM & 3 & " in tex3 and r"Paired difference to baseline (95\% CI)" in tex3
     assert r"$\lambda$\_edge" in _read(root, "table4.tex")
 
 
@@ -213,10 +244,17 @@ def test_one_seed_shows_mean_and_n1(tmp_path, variants):
     _write_metrics(root, config)
     t3 = build_tables(config, root)["table3"]
     md = t3.markdown()
-    assert "| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 1 | 10.00 | 20.10 |" in md
+    assert "| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 1 | **10.00** | 20.10† |" in md
     assert "±" not in md.split("\n\n")[1]  # the table body; the notes explain
     assert "n=1" in md
     assert t3.frame()["fid_ci95"].isna().all()
+    # Differences: FID has none with one seed and says why; PSNR's interval covers the test images only.
+    assert "| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 1 | −20.00 | −0.20 [−0.21, −0.19]† |" in md
+    assert "per-run metrics (FID, KID, R-precision) have no interval (a spread needs two seeds" in md
+    assert "PSNR, SSIM, hole PSNR, hole SSIM: test images only" in md
+    frame = t3.frame()
+    assert frame["fid_diff_low"].isna().all() and set(frame["psnr_diff_covers"].dropna()) == {"images"}
+    assert "\\multicolumn" in t3.latex()  # still renders
 
 
 def test_features_disagreement_is_said(tmp_path, variants):
@@ -402,3 +440,44 @@ def test_missing_stats_names_the_file(smoke, tmp_path):
     root, config = smoke
     with pytest.raises(ReportError, match=str(tmp_path / "results/runs/synth-birds/baseline/seed0/stats.jsonl")):
         training_curves(config, tmp_path / "figures", tmp_path)
+
+
+def test_paired_differences_in_csv(measured):
+    root, _ = measured
+    csv = pd.read_csv(root / "results/tables/table3.csv").set_index("run")
+    full = csv.loc["full"]  # FID 10, 12, 14 against baseline 30, 31, 35: differences −20, −19, −21
+    assert full["fid_diff"] == pytest.approx(-20.0)
+    half = T_975_2 * 1.0 / math.sqrt(3)
+    assert (full["fid_diff_low"], full["fid_diff_high"]) == (pytest.approx(-20 - half), pytest.approx(-20 + half))
+    assert full["fid_diff_significant"] and full["fid_diff_covers"] == "seeds" and full["fid_diff_mde"] > 0
+    assert full["psnr_diff_covers"] == "seeds+images" and full["attribute_accuracy_diff_covers"] == "seeds+images"
+    assert pd.isna(csv.loc["baseline", "fid_diff"])  # the reference has no difference to itself
+    t4 = pd.read_csv(root / "results/tables/table4.csv").set_index("run")
+    assert t4.loc["full--loss.edge=0.0", "fid_diff"] == pytest.approx(6.0)  # against λ_edge = 0.5 (the full run)
+
+
+def test_controls_render_under_the_rows_and_are_never_best(tmp_path, variants):
+    root = tmp_path / "w"
+    root.mkdir()
+    tables = {**TABLES_YAML, "table3": {"title": "Ablation", "variants": ["baseline", "wld"], "controls": ["sfm"]}}
+    config = _config(root, tables=tables)
+    _write_metrics(root, config)
+    t3 = build_tables(config, root)["table3"]
+    means = t3.markdown().split("Paired difference")[0]
+    assert "| baseline+SFM (control) | synth-birds (stand-in for CUB-200-2011) | 3 | 20.00 ± 0.00† |" in means
+    assert "**26.00 ± 2.48**†" in means  # the control's better FID is not the block's best: WLD's is
+    assert r"\addlinespace" in t3.latex()
+
+
+def test_stale_per_image_file_is_refused(tmp_path, variants):
+    root = tmp_path / "w"
+    root.mkdir()
+    config = _config(root, seeds=(0,))
+    _write_metrics(root, config)
+    m = root / "results/runs/synth-birds/sfm/seed0/metrics.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), "psnr": 99.0}))
+    with pytest.raises(ReportError, match="sfm/seed0/eval/per_image.npz: psnr .* disagrees with metrics.json"):
+        build_tables(config, root)
+    (root / "results/runs/synth-birds/sfm/seed0/eval/per_image.npz").unlink()
+    with pytest.raises(UserError, match="missing per-image metrics"):
+        build_tables(config, root)

@@ -37,8 +37,16 @@ def workspace(tmp_path: Path, tables: dict | None = None, **config) -> Path:
     if tables is None:
         tables = yaml.safe_load((ROOT / "experiments" / "tables.yaml").read_text())
         tables["table4"]["values"] = [0.0, 0.5]  # one extra run keeps the smoke DAG short
+    claims = yaml.safe_load((ROOT / "experiments" / "claims.yaml").read_text())
+    for claim in claims["claims"]:  # each claim on the rows these tables keep
+        spec = tables[claim["table"]]
+        rows = ({str(float(v)) for v in spec["values"]} if "values" in spec
+                else set(spec["variants"]) | set(spec.get("controls", [])))
+        claim["compare"] = [c for c in claim["compare"] if {c["row"], c["than"]} <= rows]
+    claims["claims"] = [c for c in claims["claims"] if c["compare"]]
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(claims, allow_unicode=True))
     (tmp_path / "tables.yaml").write_text(yaml.safe_dump(tables))
-    base = {"scale": "smoke", "datasets": ["synth-birds"], "seeds": [0], "tables": "tables.yaml",
+    base = {"scale": "smoke", "datasets": ["synth-birds"], "seeds": [0], "tables": "tables.yaml", "claims": "claims.yaml",
             "variants_dir": "variants", "threads": {"prepare": 1, "pretrain": 1, "train": 1, "evaluate": 1,
                                                      "report": 1}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**base, **config}))
@@ -73,15 +81,17 @@ def jobs(dry_run_output: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("configfile", ["experiments/config.yaml", "experiments/paper.yaml"])
 def test_dry_run_resolves(configfile, tmp_path):
-    extra = ["--config", f"tables={ROOT / 'experiments/tables.yaml'}", f"variants_dir={ROOT / 'experiments/variants'}"]
+    extra = ["--config", f"tables={ROOT / 'experiments/tables.yaml'}", f"variants_dir={ROOT / 'experiments/variants'}",
+             f"claims={ROOT / 'experiments/claims.yaml'}"]
     for archive in ("cvpr2016_cub.tar.gz", "cvpr2016_flowers.tar.gz"):  # manual downloads: only their presence
         (tmp_path / "data" / "downloads").mkdir(parents=True, exist_ok=True)
         (tmp_path / "data" / "downloads" / archive).write_bytes(b"")
     done = snakemake(tmp_path, "-n", "--configfile", str(ROOT / configfile), *extra)
     counts = jobs(done.stdout)
     seeds = len(yaml.safe_load((ROOT / configfile).read_text())["seeds"])
-    assert counts["train"] == 12 * seeds  # 4 variants x 2 datasets + 4 extra λ_edge points on the first
-    assert counts["evaluate"] == counts["train"] and counts["table"] == 4
+    # 4 variants and the no-text control x 2 datasets + 4 extra λ_edge points on the first
+    assert counts["train"] == 14 * seeds
+    assert counts["evaluate"] == counts["train"] and counts["table"] == 4 and counts["claims"] == 1
     # One FID feature network and one independent R-precision DAMSM pair per dataset.
     assert counts["train_features"] == counts["pretrain_text_eval"] == counts["pretrain_text"] == 2
     if "paper" in configfile:
@@ -267,6 +277,26 @@ def test_table_naming_a_missing_variant(tmp_path):
     (ws / "tables.yaml").write_text(yaml.safe_dump(tables))
     done = snakemake(ws, "-n", "--configfile", "config.yaml", check=False)
     assert done.returncode != 0 and "no variant 'nonexistent'" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("row", "sfmm"), "table3 has no row 'sfmm' on synth-birds"),
+    (("metric", "fdi"), "unknown metric 'fdi'"),
+    (("expect", "beter"), "'beter' is not one of"),
+])
+def test_claim_with_a_typo_stops_before_any_job(tmp_path, edit, message):
+    ws = workspace(tmp_path)
+    claims = yaml.safe_load((ws / "claims.yaml").read_text())
+    key, value = edit
+    if key == "metric":
+        claims["claims"][0]["metric"] = value
+    else:
+        claims["claims"][0]["compare"][0][key] = value
+    (ws / "claims.yaml").write_text(yaml.safe_dump(claims, allow_unicode=True))
+    done = snakemake(ws, "-n", "--configfile", "config.yaml", check=False)
+    assert done.returncode != 0 and message in done.stdout + done.stderr
+    assert "claims.yaml" in done.stdout + done.stderr
+    assert not (ws / "results").exists()
 
 
 def test_unknown_variant_key_and_negative_lambda(tmp_path):

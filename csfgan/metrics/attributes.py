@@ -61,10 +61,12 @@ def _colour_of(image: np.ndarray, pixels: np.ndarray) -> str:
 
 
 def attribute_metrics(model, data: PreparedData, test: InpaintingDataset, fakes: np.ndarray, *, seed: int,
-                      batch_size: int = 64) -> dict[str, Any]:
+                      batch_size: int = 64, checks: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Both accuracies for a model (an :class:`csfgan.evaluate.InpaintingModel`) on ``test``.
 
-    ``fakes`` are the model's uint8 outputs for ``test`` with its recorded captions.
+    ``fakes`` are the model's uint8 outputs for ``test`` with its recorded captions. ``checks``, if
+    given, receives every check as parallel arrays (test image, part, correct), under
+    ``attribute_*`` and ``counterfactual_*``, for the per-image statistics of the tables.
     """
     dataset = data.name
     parts = data.manifest["parts"]
@@ -77,6 +79,7 @@ def attribute_metrics(model, data: PreparedData, test: InpaintingDataset, fakes:
 
     correct, total = 0, 0
     per_part: dict[str, list[int]] = {}
+    records: list[tuple[int, int, bool]] = []
     edits: list[tuple[int, list[str], dict[str, str]]] = []
     for i in range(len(split)):
         caption = split.captions[i][int(test.caption_choice[i])]
@@ -88,6 +91,7 @@ def attribute_metrics(model, data: PreparedData, test: InpaintingDataset, fakes:
             if not pixels.any():
                 continue
             ok = _colour_of(fakes[i], pixels) == colour
+            records.append((i, parts.index(part), ok))
             correct += ok
             total += 1
             per_part.setdefault(part, [0, 0])
@@ -107,14 +111,22 @@ def attribute_metrics(model, data: PreparedData, test: InpaintingDataset, fakes:
         "attribute_accuracy_by_part": {p: c / n for p, (c, n) in sorted(per_part.items())},
         "attribute_chance": 1.0 / len(palette),
     }
-    out.update(_counterfactual(model, data, test, edits, masks, parts, batch_size))
+    counterfactual, edit_records = _counterfactual(model, data, test, edits, masks, parts, batch_size)
+    out.update(counterfactual)
+    if checks is not None:
+        for name, rows in (("attribute", records), ("counterfactual", edit_records)):
+            table = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+            checks[f"{name}_image"], checks[f"{name}_part"] = table[:, 0], table[:, 1]
+            checks[f"{name}_correct"] = table[:, 2].astype(bool)
+        checks["parts"] = np.asarray(parts)
     return out
 
 
-def _counterfactual(model, data, test, edits, masks, parts, batch_size) -> dict[str, Any]:
+def _counterfactual(model, data, test, edits, masks, parts, batch_size) -> tuple[dict[str, Any], list]:
     split = test.split
     resolution = data.resolution
     hits, count, psnrs = 0, 0, []
+    records: list[tuple[int, int, bool]] = []
     for start in range(0, len(edits), batch_size):
         chunk = edits[start:start + batch_size]
         idx = np.array([e[0] for e in chunk])
@@ -133,10 +145,12 @@ def _counterfactual(model, data, test, edits, masks, parts, batch_size) -> dict[
                 part = synthetic.colour_attributes(data.name)[attribute]
                 pixels = _shown_in_hole(labels == parts.index(part) + 1, hole)
                 if pixels.any():
-                    hits += _colour_of(outputs[row], pixels) == colour
+                    ok = _colour_of(outputs[row], pixels) == colour
+                    records.append((i, parts.index(part), ok))
+                    hits += ok
                     count += 1
     return {
         "counterfactual_accuracy": hits / count if count else float("nan"),
         "counterfactual_edits": count,
         "counterfactual_psnr_hole": float(np.mean(psnrs)) if psnrs else float("nan"),
-    }
+    }, records

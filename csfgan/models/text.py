@@ -15,12 +15,24 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from csfgan.config import TextConfig
-from csfgan.data.text import PAD_ID, Vocabulary
+from csfgan.data.text import PAD_ID, UNK_ID, Vocabulary
 
 
 def padding_mask(tokens: torch.Tensor) -> torch.Tensor:
     """True where ``tokens`` is padding; attention over words must give these positions no weight."""
     return tokens == PAD_ID
+
+
+def empty_captions(tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``no-text`` control's captions (``model.text_input: false``): every caption replaced by an
+    empty one, of the same shape and device.
+
+    An empty caption is one ``<unk>`` token of length 1, not zero tokens: the LSTM's packed sequence
+    and the word attention's softmax both need at least one position.
+    """
+    blank = torch.full_like(tokens, PAD_ID)
+    blank[:, 0] = UNK_ID
+    return blank, torch.ones_like(lengths)
 
 
 class TextEncoder(nn.Module):

@@ -33,6 +33,7 @@ from csfgan.config import apply_variant, load_scale, load_variant
 from csfgan.errors import UserError
 from csfgan.io import write_text
 from csfgan.plan import Plan, RunId, plan, split_run_name, variant_path
+from csfgan.report.stats import Difference, compare, covers_note
 
 
 class ReportError(UserError, RuntimeError):
@@ -218,9 +219,32 @@ class Runs:
         self.device = device
         wanted = {r for t in (tables or [None]) for r in p.runs(t)}
         self.metrics = {r: read_metrics(r, self.root) for r in p.runs() if r in wanted}
+        self._per_image: dict[RunId, dict[str, np.ndarray]] = {}
 
     def seeds(self, dataset: str, name: str) -> list[dict[str, Any]]:
         return [self.metrics[RunId(dataset, name, s)] for s in self.plan.seeds]
+
+    def per_image(self, dataset: str, name: str) -> list[dict[str, np.ndarray]]:
+        """Each seed's per-image arrays, checked against its metrics.json (a stale file stops here)."""
+        from csfgan.metrics import per_image
+
+        out = []
+        for seed, m in zip(self.plan.seeds, self.seeds(dataset, name), strict=True):
+            run = RunId(dataset, name, seed)
+            if run not in self._per_image:
+                arrays = per_image.load(self.root / run.path)
+                for key in per_image.MEAN_METRICS + tuple(per_image.RATIO_METRICS):
+                    values = per_image.per_image_values(arrays, key)
+                    if values is None or m.get(key) is None:
+                        continue
+                    v, c = values
+                    whole = v.mean() if c is None else v.sum() / c.sum()
+                    if not math.isclose(whole, m[key], rel_tol=1e-9, abs_tol=1e-12):
+                        raise ReportError(f"{self.root / run.path}/eval/{per_image.FILE}: {key} {whole} disagrees "
+                                          f"with metrics.json ({m[key]}); evaluate the run again")
+                self._per_image[run] = arrays
+            out.append(self._per_image[run])
+        return out
 
     def present(self, keys: list[tuple[str, str]]) -> set[str]:
         """Metric keys found in any metrics file of these (dataset, run) pairs."""
@@ -247,20 +271,29 @@ class Column:
 
 @dataclass
 class Table:
+    """Rows in dataset blocks. Row keys starting with ``_`` are not columns:
+
+    ``_block`` the block (dataset) header, ``_control`` a control row, ``_diff`` metric -> paired
+    :class:`Difference` to the reference row, ``_best`` the metric keys where the row is its block's best.
+    """
+
     name: str
     title: str
     columns: list[Column]
     rows: list[dict[str, Any]] = field(default_factory=list)
     # Provenance per row (CSV columns; the notes summarise them).
     meta: list[dict[str, str]] = field(default_factory=list)
-    group_starts: set[int] = field(default_factory=set)  # row indices that begin a block (\midrule)
     notes: list[str] = field(default_factory=list)
+    block_column: str = "dataset"  # repeated in Markdown and CSV; a block header in LaTeX
+    reference: str | None = None  # label of the rows' reference for differences
 
-    def add(self, row: dict[str, Any], meta: dict[str, str], new_group: bool = False) -> None:
-        if new_group and self.rows:
-            self.group_starts.add(len(self.rows))
-        self.rows.append(row)
+    def add(self, row: dict[str, Any], meta: dict[str, str], block: str, control: bool = False) -> None:
+        self.rows.append({**row, "_block": block, "_control": control})
         self.meta.append(meta)
+
+    @property
+    def diff_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.kind == "stat" and any(c.key in r.get("_diff", {}) for r in self.rows)]
 
     # ---- CSV: unrounded numbers, one column per statistic.
     def frame(self) -> pd.DataFrame:
@@ -276,6 +309,16 @@ class Table:
                     rec[f"{c.key}_ci95"] = v.ci95 if isinstance(v, Stat) else None
                 else:
                     rec[c.key] = v
+            if self.reference is not None:
+                rec["control"] = row["_control"]
+            for c in self.diff_columns:
+                d = row.get("_diff", {}).get(c.key)
+                rec.update({f"{c.key}_diff": None if d is None else d.estimate,
+                            f"{c.key}_diff_low": None if d is None else d.low,
+                            f"{c.key}_diff_high": None if d is None else d.high,
+                            f"{c.key}_diff_significant": None if d is None else d.significant,
+                            f"{c.key}_diff_mde": None if d is None else d.mde,
+                            f"{c.key}_diff_covers": None if d is None else d.covers})
             rec.update(meta)
             records.append(rec)
         frame = pd.DataFrame.from_records(records)
@@ -289,36 +332,160 @@ class Table:
 
     # ---- Markdown
     def markdown(self) -> str:
-        header = [c.title() for c in self.columns]
-        align = [":---" if c.kind == "text" else "---:" for c in self.columns]
-        number = self.name.replace("table", "")
-        lines = [f"**Table {number}. {self.title}**", "",
-                 "| " + " | ".join(md_escape(h) for h in header) + " |", "| " + " | ".join(align) + " |"]
-        for row in self.rows:
-            cells = [md_escape(format_cell(row.get(c.key), c, latex=False)) for c in self.columns]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-        lines += [f"- {n}" for n in self.notes]
-        return "\n".join(lines) + "\n"
+        return render_markdown(self)
 
     # ---- LaTeX (booktabs)
     def latex(self) -> str:
-        spec = "".join("l" if c.kind == "text" else "r" for c in self.columns)
-        number = self.name.replace("table", "")
-        out = [f"% Table {number}: {self.title}. Generated by `csfgan tables`; do not edit.",
-               r"% Needs \usepackage{booktabs}.",
-               r"\begin{table}[t]", r"\centering", r"\small",
-               rf"\caption{{{latex_escape(self.title)}}}", rf"\label{{tab:{self.name}}}",
-               rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-               " & ".join(c.title(latex=True) for c in self.columns) + r" \\", r"\midrule"]
-        for i, row in enumerate(self.rows):
-            if i in self.group_starts:
+        return render_latex(self)
+
+
+DAGGER = "†"
+
+
+def mark_best(table: Table) -> None:
+    """``_best``: per block, among the non-control rows of one source, the best value of each metric
+    column as displayed (ties at the shown precision all count)."""
+    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for row in table.rows:
+        row["_best"] = set()
+        if not row["_control"]:
+            groups.setdefault((row["_block"], row.get("source")), []).append(row)
+    for rows in groups.values():
+        if len(rows) < 2:
+            continue
+        for c in table.columns:
+            if c.kind != "stat" or c.better is None:
+                continue
+            shown = {id(r): _shown_value(r.get(c.key), c) for r in rows}
+            values = [v for v in shown.values() if v is not None]
+            if len(values) < 2:
+                continue
+            best = min(values) if c.better == "lower" else max(values)
+            if all(v == best for v in values):
+                continue  # a tie of every row marks nothing
+            for r in rows:
+                if shown[id(r)] == best:
+                    r["_best"].add(c.key)
+
+
+def _shown_value(value: Any, column: Column) -> float | None:
+    if isinstance(value, Stat):
+        return round(value.mean, _decimals(value.mean, column))
+    if isinstance(value, (int, float)) and math.isfinite(float(value)):
+        return round(float(value), _decimals(float(value), column))
+    return None
+
+
+def _cell(row: dict[str, Any], column: Column, latex: bool) -> str:
+    text = format_cell(row.get(column.key), column, latex)
+    if column.key in row.get("_best", ()):
+        if not latex:
+            text = f"**{text}**"
+        else:  # \textbf does not reach inside math; \boldmath does
+            text = rf"{{\boldmath{text}}}" if text.startswith("$") else rf"\textbf{{{text}}}"
+    diff = row.get("_diff", {}).get(column.key)
+    if diff is not None and diff.significant:
+        text += r"\textsuperscript{\dag}" if latex else DAGGER
+    return text
+
+
+def _diff_cell(diff: Difference | None, column: Column, latex: bool) -> str:
+    if diff is None:
+        return "--" if latex else "–"
+    # Enough decimals for two significant digits of the larger of the estimate and the half-width.
+    size = max(abs(diff.estimate), diff.half_width or 0.0)
+    d = column.decimals if column.decimals is not None else 2
+    if size > 0:
+        d = max(d, _significant(size, 2))
+    est = f"{diff.estimate:+.{d}f}"
+    if diff.low is None:
+        body = est
+    else:
+        body = f"{est} [{diff.low:+.{d}f}, {diff.high:+.{d}f}]"
+    if latex:
+        return f"${body.replace('-', '{-}')}$" + (r"\textsuperscript{\dag}" if diff.significant else "")
+    return body.replace("-", "−") + (DAGGER if diff.significant else "")
+
+
+def _row_label(row: dict[str, Any], column: Column, latex: bool) -> str:
+    return format_cell(row.get(column.key), column, latex) + (" (control)" if row["_control"] else "")
+
+
+def render_markdown(t: Table) -> str:
+    number = t.name.replace("table", "")
+    lines = [f"**Table {number}. {t.title}**", ""]
+
+    def table(columns: list[Column], cells) -> None:
+        lines.append("| " + " | ".join(md_escape(c.title()) for c in columns) + " |")
+        lines.append("| " + " | ".join(":---" if c.kind == "text" else "---:" for c in columns) + " |")
+        for row in t.rows:
+            out = cells(row)
+            if out is not None:
+                lines.append("| " + " | ".join(md_escape(x) for x in out) + " |")
+
+    label = t.columns[0]
+    table(t.columns, lambda r: [_row_label(r, c, False) if c is label else _cell(r, c, False) for c in t.columns])
+    diff_cols = t.diff_columns
+    if diff_cols:
+        lines += ["", f"Paired difference to {t.reference} (row minus reference), 95% CI; "
+                      f"{DAGGER}: the interval excludes 0.", ""]
+        head = [c for c in t.columns if c.kind != "stat" and c.kind != "millions"]
+
+        def diff_cells(r):
+            if not r.get("_diff"):
+                return None
+            return [_row_label(r, c, False) if c is label else format_cell(r.get(c.key), c, False) for c in head] + [
+                _diff_cell(r["_diff"].get(c.key), c, False) for c in diff_cols]
+
+        table(head + [Column(c.key, f"Δ {c.header}", "stat", c.decimals, c.better) for c in diff_cols], diff_cells)
+    lines.append("")
+    lines += [f"- {n}" for n in t.notes]
+    return "\n".join(lines) + "\n"
+
+
+def render_latex(t: Table) -> str:
+    """booktabs; each block (dataset) a \\multicolumn header; notes as a comment block above, not in the float."""
+    number = t.name.replace("table", "")
+    columns = [c for c in t.columns if c.key != t.block_column]
+    n = len(columns)
+    spec = "".join("l" if c.kind == "text" else "r" for c in columns)
+    caption = t.title + ". Mean ± 95% CI over seeds where there are several; bold: best per dataset"
+    if t.diff_columns:
+        caption += f"; † the paired difference to {t.reference} has a 95% CI excluding 0 (lower panel)"
+    out = [f"% Table {number}: {t.title}. Generated by `csfgan tables`; do not edit.",
+           r"% Needs \usepackage{booktabs}. Notes (for the caption or the text):"]
+    out += ["%   - " + note for note in t.notes]
+    out += [r"\begin{table}[t]", r"\centering", r"\small",
+            rf"\caption{{{latex_escape(caption)}.}}", rf"\label{{tab:{t.name}}}",
+            rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+            " & ".join(c.title(latex=True) for c in columns) + r" \\"]
+    label = columns[0]
+
+    def blocks(rows, cells) -> None:
+        last = object()
+        control_started = False
+        for row in rows:
+            if row["_block"] != last:
                 out.append(r"\midrule")
-            out.append(" & ".join(format_cell(row.get(c.key), c, latex=True) for c in self.columns) + r" \\")
-        out += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip",
-                r"\parbox{\linewidth}{\footnotesize " + r" \\ ".join(latex_escape(n) for n in self.notes) + "}",
-                r"\end{table}"]
-        return "\n".join(out) + "\n"
+                out.append(rf"\multicolumn{{{n}}}{{l}}{{\textit{{{latex_escape(row['_block'])}}}}} \\")
+                last, control_started = row["_block"], False
+            if row["_control"] and not control_started:
+                out.append(r"\addlinespace")
+                control_started = True
+            out.append(" & ".join(cells(row)) + r" \\")
+
+    blocks(t.rows, lambda r: [_row_label(r, c, True) if c is label else _cell(r, c, True) for c in columns])
+    diff_cols = {c.key for c in t.diff_columns}
+    if diff_cols:
+        out.append(r"\midrule")
+        out.append(rf"\multicolumn{{{n}}}{{l}}{{\textbf{{Paired difference to {latex_escape(str(t.reference))} "
+                   r"(95\% CI)}} \\")
+        blocks([r for r in t.rows if r.get("_diff")],
+               lambda r: [_row_label(r, c, True) if c is label
+                          else _diff_cell(r["_diff"].get(c.key), c, True) if c.key in diff_cols
+                          else ("" if c.kind == "stat" else format_cell(r.get(c.key), c, True)) for c in columns])
+    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(out) + "\n"
 
 
 def format_cell(value: Any, column: Column, latex: bool) -> str:
@@ -359,7 +526,7 @@ def md_escape(text: str) -> str:
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "λ": r"$\lambda$",
           "–": "--", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "≥": r"$\geq$", "√": r"$\surd$", "·": r"$\cdot$",
-          "−": "-", "<": r"\textless{}", ">": r"\textgreater{}"}
+          "−": "-", "†": r"\dag{}", "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 def latex_escape(text: str) -> str:
@@ -451,6 +618,42 @@ def _pairs(p: Plan, table: str) -> list[tuple[str, str, str]]:
     return [(d, label, name) for d, rows in p.rows[table].items() for label, name in rows.items()]
 
 
+def _differences(runs: Runs, dataset: str, reference: str, name: str, columns: list[Column]) -> dict[str, Difference]:
+    """Each metric column's paired difference ``name − reference`` on ``dataset``."""
+    from csfgan.metrics.per_image import MEAN_METRICS, RATIO_METRICS
+
+    keys = [c.key for c in columns if c.kind == "stat"]
+    per_image = any(k in MEAN_METRICS or k in RATIO_METRICS for k in keys)
+    a_images = runs.per_image(dataset, reference) if per_image else None
+    b_images = runs.per_image(dataset, name) if per_image else None
+    a, b = runs.seeds(dataset, reference), runs.seeds(dataset, name)
+    out = {}
+    for key in keys:
+        diff = compare(key, [m.get(key) for m in a], [m.get(key) for m in b], a_images, b_images)
+        if diff is not None:
+            out[key] = diff
+    return out
+
+
+def _difference_notes(t: Table) -> list[str]:
+    diffs: dict[str, list[Difference]] = {}
+    for row in t.rows:
+        for key, d in row.get("_diff", {}).items():
+            diffs.setdefault(key, []).append(d)
+    if not diffs:
+        return []
+    headers = {c.key: c.header for c in t.columns}
+    seeds = max(d.seeds for items in diffs.values() for d in items)
+    why = (" With one seed, per-run metrics (FID, KID, R-precision) have no interval (a spread needs two "
+           "seeds; set `seeds: [0, 1, 2]`), and the per-image metrics' intervals cover the test images only."
+           if seeds == 1 else "")
+    return [f"Differences: each row minus {t.reference} on the same dataset, paired seed by seed (same data order "
+            f"and test captions) and, for per-image metrics, image by image. What each 95% interval covers: "
+            f"{covers_note(diffs, headers)}.{why} {DAGGER} marks a difference whose interval excludes 0, in both "
+            f"panels. Bold: the best value per dataset among rows of the same source (controls excluded), at the "
+            f"precision shown. The per-comparison MDE (smallest difference detectable with 80% power) is in the CSV."]
+
+
 def table1(runs: Runs, title: str) -> Table:
     p = runs.plan
     pairs = _pairs(p, "table1")
@@ -462,16 +665,18 @@ def table1(runs: Runs, title: str) -> Table:
     columns = list(dict.fromkeys(PAPER_COLUMN.get(d, d) for d in p.datasets))
     if not any(c in ("CUB-200-2011", "Oxford-102") for c in columns):
         columns = ["CUB-200-2011", "Oxford-102"] + columns
+    reference = pairs[0][2]
+    t.reference = ours_label(pairs[0][1])
     for col in columns:
-        first = True
+        ours = sorted({d for d, _, _ in pairs if PAPER_COLUMN.get(d, d) == col and d not in REAL_LABELS})
+        block = col + (f" (measured rows: {', '.join(ours)}, the synthetic stand-in)" if ours else "")
         for method, values in PAPER_TABLE1.items():
             if col not in values:
                 continue
             fid, psnr, ssim = (Reported(v) for v in values[col])
             t.add({"method": method, "source": "reported", "dataset": col, "fid_basis": "Inception (paper)",
                    "seeds": None, "fid": fid, "psnr": psnr, "ssim": ssim},
-                  {"paper_column": col, "run": "", **REPORTED_META}, new_group=first)
-            first = False
+                  {"paper_column": col, "run": "", **REPORTED_META}, block)
         for d, label, name in pairs:
             if PAPER_COLUMN.get(d, d) != col:
                 continue
@@ -480,8 +685,9 @@ def table1(runs: Runs, title: str) -> Table:
             row.update(method=ours_label(label), source="measured",
                        dataset=dataset_label(d),
                        fid_basis=" + ".join(features_label(f).replace(" features", "") for f in feats.split(" + ")))
-            t.add(row, {"paper_column": col, "run": name, **meta}, new_group=first)
-            first = False
+            if name != reference:
+                row["_diff"] = _differences(runs, d, reference, name, metric_cols)
+            t.add(row, {"paper_column": col, "run": name, **meta}, block)
     t.notes = _provenance_notes(runs, [(d, n) for d, _, n in pairs]) + [
         "Rows marked 'reported' are copied from the paper's Table 1 (256 px, 128 px centre hole, Inception FID); "
         "they are comparable only with measured rows on the same real dataset (cub, oxford102). synth-birds and "
@@ -490,6 +696,8 @@ def table1(runs: Runs, title: str) -> Table:
     ]
     if "Oxford-102" in columns:
         t.notes.append("MISL's Oxford-102 PSNR of 0.764 is copied as printed in the paper (probably a typo there).")
+    t.notes += _difference_notes(t)
+    mark_best(t)
     return t
 
 
@@ -514,10 +722,9 @@ def table2(runs: Runs, title: str) -> Table:
     for method, (params, hours) in PAPER_TABLE2.items():
         t.add({"method": method, "source": "reported", "dataset": "CUB-200-2011", "seeds": None,
                "params_run_scale": None, "params_paper_scale": Reported(f"{params}M", float(params) * 1e6),
-               "train_hours": Reported(hours)}, {"run": "", **REPORTED_META})
+               "train_hours": Reported(hours)}, {"run": "", **REPORTED_META}, "CUB-200-2011")
     counts: dict[str, tuple[int, int]] = {}
     pairs = _pairs(p, "table2")
-    first = True
     for d, label, name in pairs:
         if name not in counts:
             variant, overrides = split_run_name(name)
@@ -532,8 +739,7 @@ def table2(runs: Runs, title: str) -> Table:
         ours, paper_count = counts[name]
         t.add({"method": ours_label(label), "source": "measured", "dataset": dataset_label(d),
                "seeds": len(per_seed), "params_run_scale": ours, "params_paper_scale": paper_count,
-               "train_hours": mean_ci(hours)}, {"run": name, **meta}, new_group=first)
-        first = False
+               "train_hours": mean_ci(hours)}, {"run": name, **meta}, dataset_label(d))
     t.notes = _provenance_notes(runs, [(d, n) for d, _, n in pairs], fid=False) + [
         "Parameters: trainable parameters of the generator alone, as the paper's 82.29M counts (the authors' "
         "InpaintNet has 82,285,971); the discriminators and the frozen, DAMSM-pretrained text encoder are not "
@@ -556,16 +762,29 @@ def table3(runs: Runs, title: str) -> Table:
     metric_cols = _metric_columns(present, fid_header)
     t = Table("table3", title, [Column("method", "Method"), Column("dataset", "Dataset"),
                                 Column("seeds", "Seeds")] + metric_cols)
-    last = None
+    controls = set(p.controls.get("table3", []))
+    reference = next(name for _, _, name in pairs)  # the first variant tables.yaml lists
+    t.reference = variant_label(reference)
     for d, label, name in pairs:
         row, meta = _row_stats(runs, d, name, metric_cols)
         row.update(method=variant_label(label), dataset=dataset_label(d))
-        t.add(row, {"run": name, **meta}, new_group=d != last)
-        last = d
+        if name != reference:
+            row["_diff"] = _differences(runs, d, reference, name, metric_cols)
+        t.add(row, {"run": name, **meta}, dataset_label(d), control=label in controls)
     t.notes = _provenance_notes(runs, [(d, n) for d, _, n in pairs]) + [
         "Rows are the variants tables.yaml lists for table3 (experiments/variants/NAME.yaml); baseline is our "
         "stand-in for the paper's modified MMFL: the sentence vector concatenated at the bottleneck, no SFM, no WLD.",
     ]
+    if controls:
+        t.notes.append("Rows marked (control) are tables.yaml's table3 `controls`, not ablation steps: no-text is "
+                       "the full model trained and evaluated with empty captions, so its attribute and "
+                       "counterfactual accuracy are what the visible context alone gives (the floor beside chance).")
+    if any("attribute_chance" in m for d, _, n in pairs for m in runs.seeds(d, n)):
+        chance = sorted({m["attribute_chance"] for d, _, n in pairs for m in runs.seeds(d, n) if "attribute_chance" in m})
+        t.notes.append(f"Chance for attribute and counterfactual accuracy: {', '.join(f'{c:.3f}' for c in chance)} "
+                       "(one palette colour in the palette's size).")
+    t.notes += _difference_notes(t)
+    mark_best(t)
     return t
 
 
@@ -603,16 +822,20 @@ def table4(runs: Runs, title: str) -> Table:
     head = "λ_edge" if parameter == "loss.edge" else parameter
     t = Table("table4", title, [Column("value", head), Column("dataset", "Dataset"),
                                 Column("seeds", "Seeds")] + metric_cols)
-    last = None
+    t.reference = sweep_label(next(v for _, v, n in pairs if n == variant), parameter, variant, variant) \
+        if any(n == variant for _, _, n in pairs) else None
     for d, value, name in pairs:
         row, meta = _row_stats(runs, d, name, metric_cols)
         row.update(value=sweep_label(value, parameter, name, variant), dataset=dataset_label(d))
-        t.add(row, {"run": name, "parameter": parameter, "parameter_value": value, **meta}, new_group=d != last)
-        last = d
+        if t.reference is not None and name != variant:
+            row["_diff"] = _differences(runs, d, variant, name, metric_cols)
+        t.add(row, {"run": name, "parameter": parameter, "parameter_value": value, **meta}, dataset_label(d))
     t.notes = _provenance_notes(runs, [(d, n) for d, _, n in pairs]) + [
         f"Sweep of {parameter} on variant '{variant}' (tables.yaml, table4); the other settings are the variant's. "
         "The paper sweeps λ_edge on CUB-200-2011 only and reports FID alone.",
     ]
+    t.notes += _difference_notes(t)
+    mark_best(t)
     return t
 
 

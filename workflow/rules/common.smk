@@ -10,6 +10,7 @@ from csfgan.data.reed_captions import resolve_archive
 from csfgan.config import ConfigError
 from csfgan.plan import plan, split_run_name, variant_path
 from csfgan import resolved
+from csfgan.report.claims import claims_path, load_claims
 
 CSFGAN = f"PYTHONPATH={workflow.basedir}${{PYTHONPATH:+:$PYTHONPATH}} python -m csfgan"
 ENV = "../../environment.yml"
@@ -30,6 +31,8 @@ resolved.read_checked(config["tables"], os.path.join(SCHEMAS, "tables.schema.yam
 PLAN = plan(config)
 for _variant in PLAN.variants():
     resolved.read_checked(variant_path(PLAN.variants_dir, _variant), os.path.join(SCHEMAS, "variant.schema.yaml"))
+CLAIMS_FILE = str(claims_path(config))
+load_claims(config, PLAN)  # a typo in a row or metric stops here, before any job
 RUNS = PLAN.runs()
 _known_sources = {f.name for files in DATASET_FILES.values() for f in files}
 for _key, _names in (("real_data.urls", MIRRORS), ("real_data.md5", MD5S)):
@@ -105,6 +108,7 @@ def variant_metrics(variant):
 
 def all_targets():
     return [
+        expand("results/claims.{ext}", ext=["md", "csv"]),
         expand("results/tables/{table}.{ext}", table=TABLES, ext=TABLE_FORMATS),
         expand("results/figures/{figure}_{dataset}.{ext}", figure=FIGURES, dataset=DATASETS, ext=["png", "pdf"]),
         expand("results/figures/training_curves.{ext}", ext=["png", "pdf"]),

@@ -85,7 +85,7 @@ rule preview:
     input:
         "data/prepared/{dataset}/manifest.json",
     output:
-        report("results/figures/data_{dataset}.png", category="Data", caption="../report/data.rst"),
+        report("results/figures/data_{dataset}.png", category="4. Data", caption="../report/data.rst"),
     log:
         "logs/preview/{dataset}.log",
     benchmark:

@@ -5,7 +5,8 @@ rule evaluate:
         feature_net="results/feature_net/{dataset}.pt",
         eval_text_encoder="results/text_encoder/{dataset}.eval.pt",
     output:
-        "results/runs/{dataset}/{run}/seed{seed}/metrics.json",
+        metrics="results/runs/{dataset}/{run}/seed{seed}/metrics.json",
+        per_image="results/runs/{dataset}/{run}/seed{seed}/eval/per_image.npz",
     log:
         "logs/evaluate/{dataset}/{run}/seed{seed}.log",
     benchmark:
@@ -22,5 +23,5 @@ rule evaluate:
         device=DEVICE,
         run=lambda wc: f"results/runs/{wc.dataset}/{wc.run}/seed{wc.seed}",
     shell:
-        "{params.csfgan} evaluate --run {params.run} --out {output} --feature-net {input.feature_net} "
+        "{params.csfgan} evaluate --run {params.run} --out {output.metrics} --feature-net {input.feature_net} "
         "--eval-text-encoder {input.eval_text_encoder} --device {params.device} --threads {threads} > {log} 2>&1"

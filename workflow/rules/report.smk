@@ -3,6 +3,34 @@
 # a changed setting (datasets, seeds, tables) redraws them.
 
 
+rule claims:
+    input:
+        config=RESOLVED_CONFIG,
+        metrics=all_metrics(),
+        tables=config["tables"],
+        claims=CLAIMS_FILE,
+    output:
+        report(
+            expand("results/claims.{ext}", ext=["md", "csv"]),
+            category="1. Claims",
+            caption="../report/claims.rst",
+        ),
+    log:
+        "logs/report/claims.log",
+    benchmark:
+        "benchmarks/report/claims.tsv"
+    threads: THREADS["report"]
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    params:
+        csfgan=CSFGAN,
+    shell:
+        "{params.csfgan} claims --config {input.config} --out results/claims > {log} 2>&1"
+
+
 rule table:
     input:
         config=RESOLVED_CONFIG,
@@ -11,7 +39,7 @@ rule table:
     output:
         report(
             expand("results/tables/{{table}}.{ext}", ext=TABLE_FORMATS),
-            category="Tables",
+            category="2. Tables",
             caption="../report/tables.rst",
         ),
     wildcard_constraints:
@@ -39,7 +67,7 @@ rule figures:
     output:
         report(
             expand("results/figures/{figure}_{{dataset}}.{ext}", figure=FIGURES, ext=["png", "pdf"]),
-            category="Figures",
+            category="3. Figures",
             subcategory="{dataset}",
             caption="../report/figures.rst",
         ),
@@ -67,7 +95,7 @@ rule training_curves:
     output:
         report(
             expand("results/figures/training_curves.{ext}", ext=["png", "pdf"]),
-            category="Figures",
+            category="3. Figures",
             caption="../report/curves.rst",
         ),
     log:
