@@ -74,7 +74,7 @@ def test_two_trains_on_one_out(smoke_pipeline, tmp_path):
     assert steps == list(range(2, 25, 2))
 
 
-def test_stale_temporaries_are_removed_by_the_next_holder(smoke_pipeline, tmp_path):
+def test_stale_temporaries_are_removed_by_the_next_holder(smoke_pipeline, smoke_metric_nets, tmp_path):
     out = tmp_path / "run"
     train(smoke_pipeline["data"], smoke_pipeline["text_encoder"], "full", "smoke", out, steps=2, progress=False)
     stale = [out / "checkpoints" / ".state.pt.partial-k1ll3d.pt", out / "checkpoints" / ".state.pt.abcd1234",
@@ -91,7 +91,7 @@ def test_stale_temporaries_are_removed_by_the_next_holder(smoke_pipeline, tmp_pa
     (out / ".metrics.json.partial-z.json").write_text("{")
     from csfgan.evaluate import evaluate
 
-    evaluate(out, progress=False, save_images=False)
+    evaluate(out, progress=False, **smoke_metric_nets, save_images=False)
     assert not list(out.glob(".eval.*")) and not list(out.glob(".metrics.json.*"))
 
     prepared = Path(smoke_pipeline["data"])

@@ -164,16 +164,16 @@ def test_inpaint_bad_inputs(finished_run, tmp_path):
     assert not (tmp_path / "o.png").exists()
 
 
-def test_evaluate_val_split_writes_beside_the_test_results(finished_run):
-    evaluate(finished_run, progress=False)
+def test_evaluate_val_split_writes_beside_the_test_results(finished_run, nets):
+    evaluate(finished_run, progress=False, **nets)
     test_metrics = (finished_run / "metrics.json").read_bytes()
-    m = evaluate(finished_run, split="val", progress=False)
+    m = evaluate(finished_run, split="val", progress=False, **nets)
     assert m["split"] == "val" and m["val_images"] == len(PreparedData(_data(finished_run)).split("val"))
     assert json.loads((finished_run / "metrics_val.json").read_text())["split"] == "val"
     assert (finished_run / "eval_val" / "images").is_dir() and (finished_run / "eval" / "images").is_dir()
     assert (finished_run / "metrics.json").read_bytes() == test_metrics  # the test results untouched
     with pytest.raises(UserError, match="--split 'train'"):
-        evaluate(finished_run, split="train", progress=False)
+        evaluate(finished_run, split="train", progress=False, **nets)
 
 
 def _data(run):
@@ -225,10 +225,10 @@ def test_inpaint_warns_on_a_mostly_unknown_caption(finished_run, tmp_path, capsy
     assert capsys.readouterr().err == ""  # one unknown word of six: no warning
 
 
-def test_per_image_metrics_are_saved_with_the_evaluation(finished_run):
+def test_per_image_metrics_are_saved_with_the_evaluation(finished_run, nets):
     from csfgan.metrics import per_image
 
-    m = evaluate(finished_run, progress=False, save_images=False)
+    m = evaluate(finished_run, progress=False, save_images=False, **nets)
     arrays = per_image.load(finished_run)
     assert len(arrays["keys"]) == m["test_images"] == 100
     for key in per_image.MEAN_METRICS:
@@ -241,7 +241,7 @@ def test_per_image_metrics_are_saved_with_the_evaluation(finished_run):
 
 
 @pytest.mark.slow
-def test_no_text_control_trains_and_ignores_the_caption(smoke_pipeline, tmp_path):
+def test_no_text_control_trains_and_ignores_the_caption(smoke_pipeline, tmp_path, nets):
     """The no-text variant trains at the smoke scale; its inpainting is the same whatever the caption."""
     import torch
 
@@ -272,5 +272,5 @@ def test_no_text_control_trains_and_ignores_the_caption(smoke_pipeline, tmp_path
         texted.append(model.inpaint(b["image"], b["mask"], torch.from_numpy(tokens[:, 0]).long(),
                                     torch.from_numpy(lengths[:, 0]).long())[0])
     assert not torch.equal(texted[0], texted[1])
-    m = evaluate(run, progress=False, save_images=False)
+    m = evaluate(run, progress=False, save_images=False, **nets)
     assert np.isfinite(m["attribute_accuracy"]) and np.isfinite(m["counterfactual_accuracy"])

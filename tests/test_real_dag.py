@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests import realdata_fixtures as fx
-from tests.test_workflow import LEAN_TABLES, ROOT, jobs, snakemake
+from tests.test_workflow import LEAN_TABLES, ROOT, claims_for, jobs, snakemake
 
 
 def mirror(directory: Path) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
@@ -42,9 +42,10 @@ def test_paper_config_dag_on_fixture_archives(tmp_path):
     ws.mkdir()
     urls, md5s, captions = mirror(tmp_path / "mirror")
     (ws / "tables.yaml").write_text(yaml.safe_dump(LEAN_TABLES))  # the λ_edge sweep: one extra run on CUB
+    (ws / "claims.yaml").write_text(yaml.safe_dump(claims_for(LEAN_TABLES), allow_unicode=True))
     (ws / "test.yaml").write_text(yaml.safe_dump({
         "scale": str(tiny_scale(ws / "tiny.yaml")), "seeds": [0], "device": "cpu", "gpus_per_job": 0,
-        "tables": "tables.yaml", "threads": {"prepare": 1, "pretrain": 1, "train": 1, "evaluate": 1, "report": 1},
+        "tables": "tables.yaml", "claims": "claims.yaml", "threads": {"prepare": 1, "pretrain": 1, "train": 1, "evaluate": 1, "report": 1},
         "real_data": {"downloads": "data/downloads", "urls": urls, "md5": md5s, "captions_archive": captions},
     }))
     args = ("--configfile", str(ROOT / "experiments" / "paper.yaml"), "test.yaml",
@@ -64,4 +65,5 @@ def test_paper_config_dag_on_fixture_archives(tmp_path):
         manifest = yaml.safe_load((ws / "data" / "prepared" / dataset / "manifest.json").read_text())
         overrides = manifest["md5_overrides"]
         assert overrides and all(md5s[name] == md5 for name, md5 in overrides.items())  # recorded, not silent
+    assert (ws / "results" / "claims.md").is_file()
     assert "Nothing to be done" in snakemake(ws, "-n", *args).stdout

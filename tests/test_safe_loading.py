@@ -131,7 +131,7 @@ def _mode(path):
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_outputs_get_the_umask_not_mkstemps_0600(smoke_pipeline, tmp_path, group_umask):
+def test_outputs_get_the_umask_not_mkstemps_0600(smoke_pipeline, smoke_metric_nets, tmp_path, group_umask):
     from csfgan.io import write_json
     from tests.helpers import write_tiny_prepared
 
@@ -148,7 +148,7 @@ def test_outputs_get_the_umask_not_mkstemps_0600(smoke_pipeline, tmp_path, group
     assert all(_mode(p) == 0o664 for p in (out / "samples").iterdir())
     from csfgan.evaluate import evaluate
 
-    evaluate(out, progress=False)
+    evaluate(out, progress=False, **smoke_metric_nets)
     assert _mode(out / "eval") == 0o775 and _mode(out / "metrics.json") == 0o664
     os.umask(0o077)  # a private umask is honoured too
     write_json(tmp_path / "c.json", {})

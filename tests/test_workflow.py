@@ -31,20 +31,25 @@ LEAN_TABLES = {  # two variants and one extra sweep point: every table, as few r
 }
 
 
+def claims_for(tables: dict) -> dict:
+    """The project's claims, each on the rows these (smaller) tables keep."""
+    claims = yaml.safe_load((ROOT / "experiments" / "claims.yaml").read_text())
+    for claim in claims["claims"]:
+        spec = tables[claim["table"]]
+        rows = ({str(float(v)) for v in spec["values"]} if "values" in spec
+                else set(spec["variants"]) | set(spec.get("controls", [])))
+        claim["compare"] = [c for c in claim["compare"] if {c["row"], c["than"]} <= rows]
+    claims["claims"] = [c for c in claims["claims"] if c["compare"]]
+    return claims
+
+
 def workspace(tmp_path: Path, tables: dict | None = None, **config) -> Path:
     """A working directory with its own config, tables and variants (copies of the project's)."""
     shutil.copytree(ROOT / "experiments" / "variants", tmp_path / "variants")
     if tables is None:
         tables = yaml.safe_load((ROOT / "experiments" / "tables.yaml").read_text())
         tables["table4"]["values"] = [0.0, 0.5]  # one extra run keeps the smoke DAG short
-    claims = yaml.safe_load((ROOT / "experiments" / "claims.yaml").read_text())
-    for claim in claims["claims"]:  # each claim on the rows these tables keep
-        spec = tables[claim["table"]]
-        rows = ({str(float(v)) for v in spec["values"]} if "values" in spec
-                else set(spec["variants"]) | set(spec.get("controls", [])))
-        claim["compare"] = [c for c in claim["compare"] if {c["row"], c["than"]} <= rows]
-    claims["claims"] = [c for c in claims["claims"] if c["compare"]]
-    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(claims, allow_unicode=True))
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(claims_for(tables), allow_unicode=True))
     (tmp_path / "tables.yaml").write_text(yaml.safe_dump(tables))
     base = {"scale": "smoke", "datasets": ["synth-birds"], "seeds": [0], "tables": "tables.yaml", "claims": "claims.yaml",
             "variants_dir": "variants", "threads": {"prepare": 1, "pretrain": 1, "train": 1, "evaluate": 1,
@@ -101,7 +106,8 @@ def test_dry_run_resolves(configfile, tmp_path):
 def test_missing_caption_archive_stops_the_dry_run(tmp_path):
     """The caption archives are manual downloads: a dry run names the missing one, where to get it and
     where to put it, before any download or training is scheduled."""
-    extra = ["--config", f"tables={ROOT / 'experiments/tables.yaml'}", f"variants_dir={ROOT / 'experiments/variants'}"]
+    extra = ["--config", f"tables={ROOT / 'experiments/tables.yaml'}", f"variants_dir={ROOT / 'experiments/variants'}",
+             f"claims={ROOT / 'experiments/claims.yaml'}"]
     done = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "experiments/paper.yaml"), *extra, check=False)
     out = done.stdout + done.stderr
     assert done.returncode != 0
@@ -338,7 +344,7 @@ def test_tables_schema(tmp_path, tables_text, message):
 @pytest.mark.parametrize(
     ("variant", "message"),
     [
-        ("name: full\nmodel:\n  word_fusion_layers: [9]\n", "outside the generator's encoder layers 1..5"),
+        ("name: full\nmodel:\n  word_fusion_layers: [9]\n", "outside the generator's fusable layers 2..5"),
         ("name: full\nloss:\n  tv: -0.1\n", "loss.tv must be >= 0"),
         ("name: full\nsteps: 3\n", "unknown key(s) ['steps']"),
     ],
