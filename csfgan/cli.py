@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", required=True)
     p.add_argument("--variant", default="full", help="variant name or YAML path")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--vocab-size", type=at_least(3), default=5450, help="text-encoder vocabulary (CUB: about 5,450 words)")
+    p.add_argument("--vocab-size", type=at_least(3), default=5450,
+                   help="text-encoder vocabulary (CUB: about 5,450 words)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_params)
 
@@ -325,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one config value, e.g. loss.edge=0.1 (repeatable)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=at_least(1), default=None)
-    p.add_argument("--stop-at", type=at_least(1), default=None, help="stop (with a checkpoint) at this step; resume later")
+    p.add_argument("--stop-at", type=at_least(1), default=None,
+                   help="stop (with a checkpoint) at this step; resume later")
     p.add_argument("--restart", action="store_true",
                    help="discard what --out holds (checkpoints, final.pt, stats, samples, metrics, eval; it says "
                         "so first) and start fresh")

@@ -437,7 +437,8 @@ def parse_overrides(scale: ScaleConfig, overrides: list[str], where: str = "--se
             raise ConfigError(f"{where} {item!r}: expected SECTION.KEY=VALUE, e.g. loss.edge=0.1 or "
                               f"text.damsm.epochs=3")
         if not dataclasses.is_dataclass(getattr(out, parts[0], None)):
-            sections = [f.name for f in dataclasses.fields(ScaleConfig) if dataclasses.is_dataclass(getattr(out, f.name))]
+            sections = [f.name for f in dataclasses.fields(ScaleConfig)
+                        if dataclasses.is_dataclass(getattr(out, f.name))]
             raise ConfigError(f"{where} {item!r}: unknown section {parts[0]!r}; sections: {', '.join(sections)}")
         try:
             value = yaml.safe_load(raw)

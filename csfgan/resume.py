@@ -2,9 +2,9 @@
 
 A run resumes only when everything that decides its weights is what it was: the resolved config
 (scale + variant + overrides), the variant, the seed, the text encoder's bytes, the prepared data's
-manifest, the world size, the perceptual network and the generator's architecture. Paths may change (a moved dataset or text
-encoder with the same bytes is the same run); anything else would label one run's weights with
-another run's settings.
+manifest, the world size, the perceptual network and the generator's architecture. Paths may
+change (a moved dataset or text encoder with the same bytes is the same run); anything else would
+label one run's weights with another run's settings.
 """
 
 from __future__ import annotations

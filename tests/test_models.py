@@ -160,7 +160,8 @@ def test_every_variant_builds_and_runs_forward_backward(variant):
     g, d = Generator(cfg), GlobalDiscriminator(cfg)
     wd = WordLevelDiscriminator(cfg) if cfg.model.word_level_discriminator else None
     damsm = DamsmImageEncoder(cfg.resolution, cfg.text.hidden_dim, cfg.text.damsm.image_channels).eval()
-    loss = GeneratorLoss(cfg, perceptual_fallback=lambda x: [F.avg_pool2d(x, 2)], damsm_image=damsm.requires_grad_(False))
+    loss = GeneratorLoss(cfg, perceptual_fallback=lambda x: [F.avg_pool2d(x, 2)],
+                         damsm_image=damsm.requires_grad_(False))
 
     _, fake, aux = g(image, mask, sent, words, word_mask)
     total, terms = loss(image, fake, aux=aux, global_d=d, word_d=wd, mask=mask, words=words, word_mask=word_mask,

@@ -45,7 +45,8 @@ def test_paper_config_dag_on_fixture_archives(tmp_path):
     (ws / "claims.yaml").write_text(yaml.safe_dump(claims_for(LEAN_TABLES), allow_unicode=True))
     (ws / "test.yaml").write_text(yaml.safe_dump({
         "scale": str(tiny_scale(ws / "tiny.yaml")), "seeds": [0], "device": "cpu", "gpus_per_job": 0,
-        "tables": "tables.yaml", "claims": "claims.yaml", "threads": {"prepare": 1, "pretrain": 1, "train": 1, "evaluate": 1, "report": 1},
+        "tables": "tables.yaml", "claims": "claims.yaml",
+        "threads": {"prepare": 1, "pretrain": 1, "train": 1, "evaluate": 1, "report": 1},
         "real_data": {"downloads": "data/downloads", "urls": urls, "md5": md5s, "captions_archive": captions},
     }))
     args = ("--configfile", str(ROOT / "experiments" / "paper.yaml"), "test.yaml",

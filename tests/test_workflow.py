@@ -51,9 +51,9 @@ def workspace(tmp_path: Path, tables: dict | None = None, **config) -> Path:
         tables["table4"]["values"] = [0.0, 0.5]  # one extra run keeps the smoke DAG short
     (tmp_path / "claims.yaml").write_text(yaml.safe_dump(claims_for(tables), allow_unicode=True))
     (tmp_path / "tables.yaml").write_text(yaml.safe_dump(tables))
-    base = {"scale": "smoke", "datasets": ["synth-birds"], "seeds": [0], "tables": "tables.yaml", "claims": "claims.yaml",
-            "variants_dir": "variants", "threads": {"prepare": 1, "pretrain": 1, "train": 1, "evaluate": 1,
-                                                     "report": 1}}
+    base = {"scale": "smoke", "datasets": ["synth-birds"], "seeds": [0], "tables": "tables.yaml",
+            "claims": "claims.yaml", "variants_dir": "variants",
+            "threads": {"prepare": 1, "pretrain": 1, "train": 1, "evaluate": 1, "report": 1}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**base, **config}))
     return tmp_path
 

@@ -780,7 +780,8 @@ def table3(runs: Runs, title: str) -> Table:
                        "the full model trained and evaluated with empty captions, so its attribute and "
                        "counterfactual accuracy are what the visible context alone gives (the floor beside chance).")
     if any("attribute_chance" in m for d, _, n in pairs for m in runs.seeds(d, n)):
-        chance = sorted({m["attribute_chance"] for d, _, n in pairs for m in runs.seeds(d, n) if "attribute_chance" in m})
+        chance = sorted({m["attribute_chance"] for d, _, n in pairs for m in runs.seeds(d, n)
+                         if "attribute_chance" in m})
         t.notes.append(f"Chance for attribute and counterfactual accuracy: {', '.join(f'{c:.3f}' for c in chance)} "
                        "(one palette colour in the palette's size).")
     t.notes += _difference_notes(t)
