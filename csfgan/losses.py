@@ -106,8 +106,14 @@ def text_matching_loss(
     the same class from the negatives, as in DAMSM pretraining. Computed in fp32 (the matching scores
     go through softmax and log-sum-exp with γ up to 10).
     """
-    g1, g2, g3 = gammas
     regions, code = image_encoder(fake)
+    return matching_loss(regions, code, words, sent, word_mask, class_ids, gammas)
+
+
+def matching_loss(regions: Tensor, code: Tensor, words: Tensor, sent: Tensor, word_mask: Tensor,
+                  class_ids: Tensor | None, gammas: tuple[float, float, float]) -> Tensor:
+    """:func:`text_matching_loss` from the output's DAMSM region and global features."""
+    g1, g2, g3 = gammas
     w0, w1 = words_loss(regions.float(), words.float(), word_mask, class_ids, g1, g2, g3)
     s0, s1 = sent_loss(code.float(), sent.float(), class_ids, g3)
     return w0 + w1 + s0 + s1
@@ -300,10 +306,16 @@ class PerceptualLoss(nn.Module):
     def features(self, image: Tensor) -> Sequence[Tensor]:
         return self.vgg(image) if self.vgg is not None else self._fallback(image)
 
-    def forward(self, real: Tensor, fake: Tensor) -> Tensor:
+    def uses(self, extractor: FeatureExtractor) -> bool:
+        """Whether the features come from ``extractor`` (the fallback passed in, not VGG16)."""
+        return self.vgg is None and self._fallback == extractor
+
+    def forward(self, real: Tensor, fake: Tensor, fake_features: Sequence[Tensor] | None = None) -> Tensor:
+        """``fake_features``: ``self.features(fake)`` when the caller already has them."""
         with torch.no_grad():
             targets = [t.detach() for t in self.features(real)]
-        return sum(F.l1_loss(f, t) for f, t in zip(self.features(fake), targets, strict=True))
+        fake_features = self.features(fake) if fake_features is None else fake_features
+        return sum(F.l1_loss(f, t) for f, t in zip(fake_features, targets, strict=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,6 +361,10 @@ class GeneratorLoss(nn.Module):
             )
         # Not registered as a submodule (as the perceptual fallback): the caller owns and freezes it.
         object.__setattr__(self, "_damsm_image", damsm_image if "match" in self.weights else None)
+        # Perceptual fallback and L_match on the same DAMSM image encoder: one pass over the output
+        # serves both (DamsmImageEncoder.features_and_embeddings).
+        self.shares_damsm_pass = (self.perceptual is not None and self._damsm_image is not None
+                                  and self.perceptual.uses(self._damsm_image.features))
 
     def forward(
         self,
@@ -373,10 +389,13 @@ class GeneratorLoss(nn.Module):
         logging), with ``gan_global`` / ``gan_word`` splitting ``gan``.
         """
         values: dict[str, Tensor] = {}
+        fake_features = embeddings = None
+        if self.shares_damsm_pass:
+            fake_features, *embeddings = self._damsm_image.features_and_embeddings(fake)
         if "rec" in self.weights:
             values["rec"] = reconstruction_loss(real, fake)
         if "per" in self.weights:
-            values["per"] = self.perceptual(real, fake)
+            values["per"] = self.perceptual(real, fake, fake_features)
         if "tv" in self.weights:
             values["tv"] = total_variation_loss(fake)
         if "edge" in self.weights:
@@ -399,8 +418,11 @@ class GeneratorLoss(nn.Module):
         if "match" in self.weights:
             if words is None or word_mask is None or sent is None:
                 raise ValueError("GeneratorLoss: loss.match > 0 needs words, word_mask and sent")
-            values["match"] = text_matching_loss(self._damsm_image, fake, words, sent, word_mask, class_ids,
-                                                 self.match_gammas)
+            if embeddings is None:
+                values["match"] = text_matching_loss(self._damsm_image, fake, words, sent, word_mask, class_ids,
+                                                     self.match_gammas)
+            else:
+                values["match"] = matching_loss(*embeddings, words, sent, word_mask, class_ids, self.match_gammas)
         if "kl" in self.weights:
             if not aux or not aux.get("ca_mu"):
                 raise ValueError(

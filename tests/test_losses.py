@@ -249,6 +249,35 @@ def test_text_matching_loss_is_the_damsm_word_and_sentence_loss_of_the_output():
     torch.testing.assert_close(got, expected)
 
 
+def test_one_damsm_pass_serves_the_perceptual_and_matching_terms_as_two_passes_would(empty_hub):
+    """With the perceptual fallback on the DAMSM image encoder that L_match uses, the loss runs that
+    encoder once over the output: the same terms and the same gradient to the generator as the two
+    separate passes (a stand-in extractor of equal outputs, which is not shared, gives those)."""
+    only = {name: 0.0 for name in ("tv", "edge", "gan", "kl")}
+    cfg = smoke_cfg(**only, per=0.5, match=0.5)
+    enc = damsm_encoder(cfg)
+    shared = GeneratorLoss(cfg, perceptual_fallback=enc.features, damsm_image=enc)
+    separate = GeneratorLoss(cfg, perceptual_fallback=lambda x: enc.features(x), damsm_image=enc)
+    assert shared.shares_damsm_pass and not separate.shares_damsm_pass
+    image, mask, sent, words, word_mask = inputs(cfg)
+    results = []
+    for loss in (shared, separate):
+        torch.manual_seed(0)
+        g = Generator(cfg)
+        _, fake, aux = g(image, mask, sent, words, word_mask)
+        total, logged = loss(image, fake, aux=aux, words=words, word_mask=word_mask, sent=sent)
+        total.backward()
+        results.append((logged, [p.grad.clone() for p in g.parameters() if p.grad is not None]))
+    (logged_a, grads_a), (logged_b, grads_b) = results
+    assert logged_a.keys() == logged_b.keys() == {"rec", "per", "match", "total"}
+    for name in logged_a:
+        torch.testing.assert_close(logged_a[name], logged_b[name])
+    assert len(grads_a) == len(grads_b) > 0
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(a, b)
+    assert all(p.grad is None for p in enc.parameters())
+
+
 def test_text_matching_term_trains_the_generator_not_the_damsm_encoder(empty_hub):
     """λ_match alone: gradient reaches the generator through the frozen DAMSM image encoder, whose
     weights receive none; its weight scales the total; at weight 0 the term is absent."""
