@@ -11,6 +11,7 @@ run from the rules' benchmark files. Nothing here is asserted: it measures.
 from __future__ import annotations
 
 import csv
+import os
 import resource
 import statistics
 import time
@@ -31,6 +32,77 @@ from csfgan.train import Models, resolve_config, training_precision, training_st
 VOCAB_SIZE = 5450  # about CUB's; the text encoder's FLOPs barely depend on it
 
 
+# CPU share below which the process did not get the cores it asked for, and cores' worth of CPU
+# that other processes used while it was timing, above which they competed.
+MIN_CPU_SHARE = 0.9
+MAX_OTHER_CORES = 0.25
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all processes have used on this machine (``/proc/stat``), or None off Linux."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuUsage:
+    """Over the timed sections only: this process's CPU seconds (all threads), the machine's, and wall.
+
+    A bench next to other jobs reads their share of the cores as this machine's speed (two training
+    jobs beside a bench made it read 2 images/s). The machine's CPU time minus this process's is what
+    other work took meanwhile, measured, unlike the load average, which lags a finished job by minutes.
+    """
+
+    def __init__(self):
+        self.cpu = self.wall = 0.0
+        self.machine: float | None = 0.0
+
+    def __enter__(self):
+        self._cpu0, self._wall0, self._machine0 = time.process_time(), time.perf_counter(), _machine_busy_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        self.cpu += time.process_time() - self._cpu0
+        self.wall += time.perf_counter() - self._wall0
+        machine = _machine_busy_seconds()
+        if self.machine is None or machine is None or self._machine0 is None:
+            self.machine = None
+        else:
+            self.machine += machine - self._machine0
+
+    def reset(self) -> None:
+        self.__init__()
+
+
+_USAGE = CpuUsage()
+
+
+def load_verdict(threads: int, cpu_share: float, other_cores: float | None, load_before: float,
+                 cores: int) -> tuple[bool, str]:
+    """Whether other work competed with the bench, and the sentence that says so (or that it did not).
+
+    ``other_cores``: the cores' worth of CPU other processes used during the timed sections (None where
+    the machine's CPU time cannot be read: then the 1-minute load average before the bench decides).
+    """
+    reasons = []
+    if cpu_share < MIN_CPU_SHARE:
+        reasons.append(f"this process got {cpu_share:.2f} of the {threads} thread(s) of CPU it asked for")
+    if other_cores is not None and other_cores > MAX_OTHER_CORES:
+        reasons.append(f"other processes used {other_cores:.2f} of the {cores} cores while it was timing")
+    if other_cores is None and load_before > MAX_OTHER_CORES:
+        reasons.append(f"the 1-minute load average was {load_before:.2f} on {cores} cores before it started")
+    if reasons:
+        return True, ("other work competed for the CPU: " + "; ".join(reasons)
+                      + ". These rates are not this machine's: run the bench on an idle machine.")
+    others = f"{other_cores:.2f}" if other_cores is not None else "unknown"
+    return False, (f"no competing work: CPU share {cpu_share:.2f} of {threads} thread(s), other processes "
+                   f"{others} of {cores} cores while timing")
+
+
 def _best_rate(fn, flop: float, seconds: float) -> float:
     # Warm up by time, not by calls: oneDNN's primitive cache and the core's clock need a moment,
     # and a cold short run read a third of the steady rate.
@@ -38,10 +110,11 @@ def _best_rate(fn, flop: float, seconds: float) -> float:
     while time.perf_counter() < warm:
         fn()
     best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        fn()
-        best = max(best, flop / (time.perf_counter() - start) / 1e9)
+    with _USAGE:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            fn()
+            best = max(best, flop / (time.perf_counter() - start) / 1e9)
     return best
 
 
@@ -85,10 +158,11 @@ def _timed(fn, repeats: int, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
     seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
+    with _USAGE:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 
 
@@ -217,7 +291,11 @@ def dag_stage_times(benchmarks: Path = Path("benchmarks")) -> dict[str, dict[str
 def run_bench(scales: list[str], *, variant: str = "full", batch: int | None = None, steps: int = 10,
               data: Path | None = None, benchmarks: Path = Path("benchmarks"),
               cpu_settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``cpu_settings``: what ``csfgan.runtime.configure_cpu`` set for this process, recorded as is."""
+    """``cpu_settings``: what ``csfgan.runtime.configure_cpu`` set for this process, recorded as is.
+
+    ``machine_load`` says whether other work competed (:func:`load_verdict`)."""
+    load_before = os.getloadavg()
+    _USAGE.reset()
     fp32, bf16 = peak_gflops(torch.float32), peak_gflops(torch.bfloat16)
     out: dict[str, Any] = {
         "torch_threads": torch.get_num_threads(),
@@ -239,5 +317,22 @@ def run_bench(scales: list[str], *, variant: str = "full", batch: int | None = N
             result["data_loading"] = data_loading_share(data, result["batch"], steps, step_seconds)
         out["scales"][scale] = result
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    threads, cores = torch.get_num_threads(), os.cpu_count() or 1
+    share = _USAGE.cpu / (_USAGE.wall * threads) if _USAGE.wall > 0 else 0.0
+    others = (max(0.0, _USAGE.machine - _USAGE.cpu) / _USAGE.wall
+              if _USAGE.machine is not None and _USAGE.wall > 0 else None)
+    competed, verdict = load_verdict(threads, share, others, load_before[0], cores)
+    out["machine_load"] = {
+        "cores": cores,
+        "torch_threads": threads,
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "timed_wall_seconds": round(_USAGE.wall, 2),
+        "timed_cpu_seconds": round(_USAGE.cpu, 2),
+        "cpu_share_of_threads": round(share, 3),
+        "other_processes_cores": round(others, 3) if others is not None else None,
+        "competed": competed,
+        "verdict": verdict,
+    }
     out["dag_stages"] = dag_stage_times(benchmarks)
     return out

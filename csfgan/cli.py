@@ -244,6 +244,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        cpu_settings=cpu_settings)
     write_json(Path(args.out), result)
     print(json.dumps(result, indent=2))
+    load = result["machine_load"]
+    print(f"csfgan bench: {'WARNING: ' if load['competed'] else ''}{load['verdict']}", file=sys.stderr)
     return 0
 
 

@@ -35,3 +35,47 @@ def test_bench_smoke_has_every_field(smoke_pipeline, tmp_path):
     assert smoke["train_step_gflop_per_image"] > 3 * smoke["gflop_per_image"]["generator_forward"]
     assert 0 < smoke["data_loading"]["share_of_step"] < 1
     assert result["dag_stages"] == {"train": {"jobs": 1, "total_s": 12.5, "max_s": 12.5}}
+    load = result["machine_load"]  # what the verdict reads; whether it competed depends on this machine
+    assert load["torch_threads"] == 1 and len(load["load_average_before"]) == 3
+    assert 0 < load["cpu_share_of_threads"] and isinstance(load["competed"], bool) and load["verdict"]
+
+
+def test_load_verdict_names_what_competed():
+    from csfgan.bench import load_verdict
+
+    assert load_verdict(2, 0.98, 0.03, 1.7, 2)[0] is False  # a lagging load average alone decides nothing
+    competed, text = load_verdict(2, 0.52, 0.9, 0.1, 2)
+    assert competed and "got 0.52 of the 2 thread(s)" in text and "not this machine's" in text
+    competed, text = load_verdict(1, 0.99, 1.02, 0.1, 2)  # one thread got its core, another job the other
+    assert competed and "other processes used 1.02 of the 2 cores" in text
+    competed, text = load_verdict(1, 0.99, None, 2.3, 2)  # no /proc/stat: the load average decides
+    assert competed and "load average was 2.30 on 2 cores" in text
+
+
+def test_bench_beside_busy_processes_on_its_core_says_other_work_competed(tmp_path):
+    """Two busy loops pinned to the bench's own core: the bench gets about a third of the CPU it asks
+    for and must say so in the JSON and on screen (whatever the machine's core count)."""
+    import os
+    import subprocess
+    import sys
+
+    core = sorted(os.sched_getaffinity(0))[0]
+    busy = [subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{core}}})\nwhile True: pass"])
+            for _ in range(2)]
+    try:
+        out = tmp_path / "bench.json"
+        code = ("import os, sys\n"
+                f"os.sched_setaffinity(0, {{{core}}})\n"
+                "from csfgan.cli import main\n"
+                f"sys.exit(main(['bench', '--scales', 'smoke', '--steps', '2', '--threads', '1', "
+                f"'--data', '', '--benchmarks', {str(tmp_path / 'none')!r}, '--out', {str(out)!r}]))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert proc.returncode == 0, proc.stderr
+    load = json.loads(out.read_text())["machine_load"]
+    assert load["competed"] is True and load["cpu_share_of_threads"] < 0.9 and load["other_processes_cores"] > 0.5
+    assert "WARNING: other work competed for the CPU" in proc.stderr
+    assert load["timed_wall_seconds"] > 0 and load["timed_cpu_seconds"] > 0
