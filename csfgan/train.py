@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from csfgan.checkpoint import load_checkpoint, save_checkpoint
+from csfgan.checkpoint import GENERATOR_KIND, STATE_KIND, load_checkpoint, save_checkpoint
 from csfgan.config import (  # noqa: F401 - parse_overrides re-exported for older callers
     ScaleConfig,
     apply_variant,
@@ -54,9 +54,6 @@ from csfgan.models.generator import GENERATOR_ARCHITECTURE, Generator, check_arc
 from csfgan.models.text import empty_captions, padding_mask
 from csfgan.provenance import file_sha256, provenance
 from csfgan.resume import ON_MISMATCH, discard_run, identity_differences, mismatch_error, truncate_stats
-
-GENERATOR_KIND = "csfgan-generator"
-STATE_KIND = "csfgan-training-state"
 
 
 class TrainingDiverged(UserError, RuntimeError):

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from csfgan.config import apply_variant, load_scale, load_variant
+from csfgan.config import apply_variant, load_scale, load_variant, parse_overrides
 from csfgan.errors import UserError
 from csfgan.io import write_text
 from csfgan.plan import Plan, RunId, plan, split_run_name, variant_path
@@ -203,8 +203,7 @@ def train_seconds(run: RunId, metrics: dict[str, Any], root: Path) -> float | No
     final = Path(root) / run.path / "final.pt"
     if not final.is_file():
         return None
-    from csfgan.checkpoint import load_checkpoint
-    from csfgan.train import GENERATOR_KIND
+    from csfgan.checkpoint import GENERATOR_KIND, load_checkpoint
 
     value = load_checkpoint(final, GENERATOR_KIND).get("train_seconds")
     return None if value is None else float(value)
@@ -709,7 +708,6 @@ def _millions(n: float) -> str:
 def table2(runs: Runs, title: str) -> Table:
     p = runs.plan
     from csfgan.models.params import parameter_breakdown
-    from csfgan.train import parse_overrides
 
     paper = load_scale("paper")
     t = Table("table2", title, [
