@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from csfgan.config import ScaleConfig
+from csfgan.config import ScaleConfig, resolve_config
 from csfgan.evaluate import INFERENCE_MEMORY_FORMAT, inference_forward
 from csfgan.losses import GeneratorLoss
 from csfgan.models.damsm import DamsmImageEncoder
 from csfgan.models.text import TextEncoder
 from csfgan.provenance import provenance
-from csfgan.train import Models, resolve_config, training_precision, training_step
+from csfgan.train import Models, training_precision, training_step
 
 VOCAB_SIZE = 5450  # about CUB's; the text encoder's FLOPs barely depend on it
 

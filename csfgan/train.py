@@ -36,10 +36,8 @@ from tqdm import tqdm
 from csfgan.checkpoint import GENERATOR_KIND, STATE_KIND, load_checkpoint, save_checkpoint
 from csfgan.config import (  # noqa: F401 - parse_overrides re-exported for older callers
     ScaleConfig,
-    apply_variant,
-    load_scale,
-    load_variant,
     parse_overrides,
+    resolve_config,
     to_dict,
 )
 from csfgan.damsm import load_text_encoder
@@ -76,12 +74,6 @@ class Run:
         out = dataclasses.asdict(self)
         out["config"] = to_dict(self.config)
         return out
-
-
-def resolve_config(scale: str, variant: str, overrides: list[str] | None = None) -> tuple[ScaleConfig, str]:
-    v = load_variant(variant)
-    cfg = apply_variant(load_scale(scale), v)
-    return parse_overrides(cfg, overrides or []), v.name
 
 
 class Models(nn.Module):
