@@ -1,7 +1,7 @@
 """``csfgan bench``: training and inference efficiency against this machine's own measured peak.
 
 For each scale: FLOPs per image of every component (``torch.utils.flop_counter``), images/s of the
-real training step (``csfgan.train.training_step``: D and G steps with every loss) and of inference,
+real training step (``csfgan.step.training_step``: D and G steps with every loss) and of inference,
 the machine's dense GEMM GFLOP/s (fp32 and bf16, best of BLAS and oneDNN) measured in the same
 process, and MFU = achieved / peak.
 Also the data-loading share of the step time, peak RSS, and per-stage wall times of the last DAG
@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from csfgan.config import ScaleConfig
+from csfgan.config import ScaleConfig, resolve_config
 from csfgan.evaluate import INFERENCE_MEMORY_FORMAT, inference_forward
 from csfgan.losses import GeneratorLoss
 from csfgan.models.damsm import DamsmImageEncoder
 from csfgan.models.text import TextEncoder
 from csfgan.provenance import provenance
-from csfgan.train import Models, resolve_config, training_precision, training_step
+from csfgan.step import Models, training_precision, training_step
 
 VOCAB_SIZE = 5450  # about CUB's; the text encoder's FLOPs barely depend on it
 

@@ -11,6 +11,12 @@ import torch
 
 from csfgan.errors import UserError
 
+# What ``csfgan train`` writes: ``final.pt`` (the generator and all that evaluation and inpainting need) and
+# ``checkpoints/state.pt`` (the resumable training state). Kept beside the checkpoint code, not in
+# csfgan.train, so that evaluation and reporting can read a run without depending on the training loop.
+GENERATOR_KIND = "csfgan-generator"
+STATE_KIND = "csfgan-training-state"
+
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, corrupt, or belongs to something else."""

@@ -136,9 +136,9 @@ def cmd_train_features(args: argparse.Namespace) -> int:
 def cmd_params(args: argparse.Namespace) -> int:
     import json
 
+    from csfgan.config import resolve_config
     from csfgan.models.params import PAPER_REPORTED_PARAMETERS, count_parameters, parameter_breakdown
     from csfgan.models.text import TextEncoder
-    from csfgan.train import resolve_config
 
     cfg, name = resolve_config(args.scale, args.variant, args.set)
     breakdown = parameter_breakdown(cfg)

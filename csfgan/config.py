@@ -450,3 +450,10 @@ def parse_overrides(scale: ScaleConfig, overrides: list[str], where: str = "--se
         out = from_dict(ScaleConfig, nested, f"{where} {item!r}: scale", out)
     out.validate(f"{where} {' '.join(overrides)}")
     return out
+
+
+def resolve_config(scale: str, variant: str, overrides: list[str] | None = None) -> tuple[ScaleConfig, str]:
+    """A run's config: the scale, then the variant, then the ``--set`` overrides; and the variant's name."""
+    v = load_variant(variant)
+    cfg = apply_variant(load_scale(scale), v)
+    return parse_overrides(cfg, overrides or []), v.name

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from csfgan.checkpoint import CheckpointError, load_checkpoint
+from csfgan.checkpoint import GENERATOR_KIND, CheckpointError, load_checkpoint
 from csfgan.config import ScaleConfig, from_dict
 from csfgan.damsm import load_text_encoder
 from csfgan.data.dataset import InpaintingDataset
@@ -50,7 +50,6 @@ from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_prec
 from csfgan.models.generator import Generator, check_architecture
 from csfgan.models.text import TextEncoder, empty_captions, padding_mask
 from csfgan.provenance import file_sha256, provenance
-from csfgan.train import GENERATOR_KIND
 
 R_PRECISION_CANDIDATES = 99
 

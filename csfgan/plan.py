@@ -84,8 +84,6 @@ class Plan:
 
     def run_config(self, name: str) -> ScaleConfig:
         """The fully resolved config of run ``name``: scale, then its variant, then its overrides."""
-        from csfgan.train import parse_overrides
-
         variant, overrides = split_run_name(name)
         path = variant_path(self.variants_dir, variant)
         cfg = apply_variant(self.scale, load_variant(path), str(path))

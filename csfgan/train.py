@@ -24,43 +24,36 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from tqdm import tqdm
 
-from csfgan.checkpoint import load_checkpoint, save_checkpoint
+from csfgan.checkpoint import GENERATOR_KIND, STATE_KIND, load_checkpoint, save_checkpoint
 from csfgan.config import (  # noqa: F401 - parse_overrides re-exported for older callers
     ScaleConfig,
-    apply_variant,
-    load_scale,
-    load_variant,
     parse_overrides,
+    resolve_config,
     to_dict,
 )
 from csfgan.damsm import load_text_encoder
 from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
+from csfgan.data.text import Vocabulary
 from csfgan.errors import UserError
 from csfgan.io import remove_stale_temporaries, write_json
 from csfgan.lock import command_line, output_lock
-from csfgan.losses import GeneratorLoss, discriminator_loss, sentence_snr
-from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator
+from csfgan.losses import GeneratorLoss
+from csfgan.models.damsm import DamsmImageEncoder
 from csfgan.models.generator import GENERATOR_ARCHITECTURE, Generator, check_architecture
-from csfgan.models.text import empty_captions, padding_mask
+from csfgan.models.text import TextEncoder, empty_captions, padding_mask
 from csfgan.provenance import file_sha256, provenance
 from csfgan.resume import ON_MISMATCH, discard_run, identity_differences, mismatch_error, truncate_stats
-
-GENERATOR_KIND = "csfgan-generator"
-STATE_KIND = "csfgan-training-state"
-
-
-class TrainingDiverged(UserError, RuntimeError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
+from csfgan.step import Models, TrainingDiverged, training_precision, training_step
 
 
 @dataclasses.dataclass
@@ -81,27 +74,6 @@ class Run:
         return out
 
 
-def resolve_config(scale: str, variant: str, overrides: list[str] | None = None) -> tuple[ScaleConfig, str]:
-    v = load_variant(variant)
-    cfg = apply_variant(load_scale(scale), v)
-    return parse_overrides(cfg, overrides or []), v.name
-
-
-class Models(nn.Module):
-    """The trainable networks of one variant (the frozen text encoder is kept apart)."""
-
-    def __init__(self, cfg: ScaleConfig):
-        super().__init__()
-        self.generator = Generator(cfg)
-        self.global_d = GlobalDiscriminator(cfg)
-        self.word_d = WordLevelDiscriminator(cfg) if cfg.model.word_level_discriminator else None
-
-    def discriminator_parameters(self):
-        yield from self.global_d.parameters()
-        if self.word_d is not None:
-            yield from self.word_d.parameters()
-
-
 # --------------------------------------------------------------------------------------------
 # Distributed (torchrun) support: the same command runs on one process or several.
 
@@ -115,17 +87,6 @@ def _distributed() -> tuple[int, int]:
     return rank, world
 
 
-def _average_gradients(params, world: int) -> None:
-    # Explicit all-reduce instead of DistributedDataParallel: the G step runs the discriminators'
-    # forward inside the generator loss, which DDP's bucketed hooks handle poorly.
-    if world == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad.div_(world)
-
-
 def _device(requested: str) -> torch.device:
     from csfgan.runtime import resolve_device
 
@@ -135,71 +96,9 @@ def _device(requested: str) -> torch.device:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_finite(values: dict[str, torch.Tensor], step: int, which: str) -> None:
-    bad = {k: float(v) for k, v in values.items() if not torch.isfinite(v).all()}
-    if bad:
-        raise TrainingDiverged(
-            f"step {step}: non-finite {which} loss terms {bad}; stopped before updating, the last good "
-            f"checkpoint is kept."
-        )
-
-
 def _spread(n: int, k: int) -> np.ndarray:
     """``k`` indices evenly spread over ``n`` (test images are grouped by species: show several)."""
     return np.linspace(0, n - 1, k).round().astype(np.int64) % max(n, 1)
-
-
-def training_precision(cfg: ScaleConfig, device: torch.device):
-    """The context the training step's forward passes run in: bf16 autocast when ``train.amp``.
-
-    bf16 keeps fp32's exponent range, so no loss scaling is needed; weights, optimiser state and
-    gradients stay fp32. On CPUs with AVX512-BF16 the convolutions run about twice as fast.
-    """
-    return torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.amp else contextlib.nullcontext()
-
-
-def training_step(models: Models, loss_fn: GeneratorLoss, opt_g, opt_d, real, mask, words, sent, word_mask, *,
-                  class_ids=None, amp=None, world: int = 1, step: int = 0,
-                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One alternating D step (Eq. 11) and G step (Eq. 12); returns the D loss and the G terms, with
-    ``sentence_snr/<layer>`` (``csfgan.losses.sentence_snr``) for each sentence-fusion layer.
-
-    Also what ``csfgan bench`` times, so the benchmark measures exactly the training step.
-    """
-    amp = amp if amp is not None else contextlib.nullcontext()
-    # One generator forward serves both steps: D sees it detached, G keeps its graph.
-    with amp:
-        _, fake, aux = models.generator(real, mask, sent, words, word_mask)
-
-    with amp:
-        fake_d = fake.detach()
-        real_word = fake_word = None
-        if models.word_d is not None:
-            real_word = models.word_d(real, mask, words, word_mask)
-            fake_word = models.word_d(fake_d, mask, words, word_mask)
-        loss_d = discriminator_loss(models.global_d(real), models.global_d(fake_d), real_word, fake_word)
-    _check_finite({"d": loss_d}, step, "discriminator")
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    _average_gradients(models.discriminator_parameters(), world)
-    opt_d.step()
-
-    # G step through the just-updated discriminators (alternating updates); their parameters are
-    # frozen meanwhile so this pass leaves no gradient in them.
-    for p in models.discriminator_parameters():
-        p.requires_grad_(False)
-    with amp:
-        loss_g, terms = loss_fn(real, fake, aux=aux, global_d=models.global_d, word_d=models.word_d,
-                                mask=mask, words=words, word_mask=word_mask, sent=sent, class_ids=class_ids)
-    for p in models.discriminator_parameters():
-        p.requires_grad_(True)
-    _check_finite(terms, step, "generator")
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    _average_gradients(models.generator.parameters(), world)
-    opt_g.step()
-    terms.update({f"sentence_snr/{k}": sentence_snr(mu, aux["ca_logvar"][k]) for k, mu in aux["ca_mu"].items()})
-    return loss_d.detach(), terms
 
 
 def _sample_grid(batch: dict[str, torch.Tensor], fake: torch.Tensor, path: Path) -> None:
@@ -316,6 +215,56 @@ def _train_locked(
     restart: bool,
     on_mismatch: str,
 ) -> Path:
+    """The run contract, step by step; every rank runs it, only rank 0 writes to ``out``."""
+    s = _set_up(data, text_encoder, variant, scale, out, seed=seed, overrides=overrides, device=device)
+    if _resume(s, restart, on_mismatch):
+        print(f"csfgan train: {out} already holds this run, finished (final.pt); nothing to do", file=sys.stderr)
+        return out / "final.pt"
+    _write_run_files(s)
+    t = s.cfg.train
+    total_steps = t.steps if steps is None else min(steps, t.steps)
+    amp = training_precision(s.cfg, s.dev)
+    with _outputs(s, total_steps, progress) as outputs:
+        _loop(s, total_steps, amp, outputs)
+        outputs.bar.close()
+        if s.step >= t.steps and s.rank == 0:
+            _final_checkpoint(s)
+    return out / "final.pt"
+
+
+@dataclasses.dataclass
+class _Session:
+    """What one call of ``csfgan train`` works with: the run's identity, its networks, optimisers, random
+    streams and data, and where it stands (``step``, ``elapsed`` training seconds)."""
+
+    out: Path
+    seed: int
+    cfg: ScaleConfig
+    variant_name: str
+    rank: int
+    world: int
+    dev: torch.device
+    encoder: TextEncoder
+    damsm_image: DamsmImageEncoder
+    vocab: Vocabulary
+    text_ckpt: dict[str, Any]
+    record: dict[str, Any]
+    models: Models
+    loss_fn: GeneratorLoss
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    batches: torch.Generator
+    pin: bool
+    train_set: InpaintingDataset
+    fixed: dict[str, torch.Tensor]
+    step: int = 0
+    elapsed: float = 0.0
+
+
+def _set_up(data: Path, text_encoder: Path, variant: str, scale: str, out: Path, *, seed: int,
+            overrides: list[str] | None, device: str) -> _Session:
+    """Config, devices, data, the frozen text encoder, the run's identity record, and fresh networks and
+    optimisers (seeded: the same initial weights on every rank, different noise per rank)."""
     cfg, variant_name = resolve_config(scale, variant, overrides)
     rank, world = _distributed()
     dev = _device(device)
@@ -357,116 +306,159 @@ def _train_locked(
                               captions="seeded", seed=cfg.eval.caption_seed).batch(
                                   _spread(len(prepared.split("val")), 8))
     fixed = {k: v.to(dev) for k, v in fixed.items()}
+    return _Session(out, seed, cfg, variant_name, rank, world, dev, encoder, damsm_image, vocab, text_ckpt, record,
+                    models, loss_fn, opt_g, opt_d, batches, pin, train_set, fixed)
 
-    state_path = out / "checkpoints" / "state.pt"
-    step, elapsed = 0, 0.0
-    state = _resume_point(out, record, restart, on_mismatch, rank)
-    if world > 1:
+
+def _resume(s: _Session, restart: bool, on_mismatch: str) -> bool:
+    """Continue from what ``s.out`` holds, if it is this run (:func:`_resume_point`): networks, optimisers,
+    random streams, step and time from ``checkpoints/state.pt``, and stats cut back to that step.
+    True when the run is already finished."""
+    state = _resume_point(s.out, s.record, restart, on_mismatch, s.rank)
+    if s.world > 1:
         dist.barrier()  # rank 0 may have discarded the old run
     if state == "finished":
-        print(f"csfgan train: {out} already holds this run, finished (final.pt); nothing to do", file=sys.stderr)
-        return out / "final.pt"
+        return True
     if state is not None:
-        check_architecture(state.get("architecture"), str(out / "checkpoints" / "state.pt"))
-        models.load_state_dict(state["models"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        batches.set_state(state["batch_rng"])
+        check_architecture(state.get("architecture"), str(s.out / "checkpoints" / "state.pt"))
+        s.models.load_state_dict(state["models"])
+        s.opt_g.load_state_dict(state["opt_g"])
+        s.opt_d.load_state_dict(state["opt_d"])
+        s.batches.set_state(state["batch_rng"])
         torch.set_rng_state(state["torch_rng"])
-        if dev.type == "cuda" and state.get("cuda_rng") is not None:
+        if s.dev.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
-        step, elapsed = state["step"], state["elapsed"]
-        if rank == 0:
-            truncate_stats(out / "stats.jsonl", step)
+        s.step, s.elapsed = state["step"], state["elapsed"]
+        if s.rank == 0:
+            truncate_stats(s.out / "stats.jsonl", s.step)
+    return False
 
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "samples").mkdir(exist_ok=True)
-        write_json(out / "config.json", record)
-        write_json(out / "provenance.json", provenance())
-    total_steps = t.steps if steps is None else min(steps, t.steps)
-    amp = training_precision(cfg, dev)
 
-    def text_features(b: dict[str, torch.Tensor]):
-        tokens, lengths = (b["tokens"], b["length"]) if cfg.model.text_input else empty_captions(b["tokens"],
-                                                                                                   b["length"])
-        with torch.no_grad():
-            words, sent = encoder(tokens, lengths)
-        return words, sent, padding_mask(tokens)
+def _write_run_files(s: _Session) -> None:
+    """``config.json`` (the run's identity) and ``provenance.json``, rewritten by every call."""
+    if s.rank == 0:
+        s.out.mkdir(parents=True, exist_ok=True)
+        (s.out / "samples").mkdir(exist_ok=True)
+        write_json(s.out / "config.json", s.record)
+        write_json(s.out / "provenance.json", provenance())
 
-    def save_state() -> None:
-        if rank != 0:
-            return
-        save_checkpoint({
-            "kind": STATE_KIND, "architecture": GENERATOR_ARCHITECTURE, "run": record, "step": step, "elapsed": elapsed,
-            "models": models.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "batch_rng": batches.get_state(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
-        }, state_path)
 
-    stats_file = open(out / "stats.jsonl", "a") if rank == 0 else None  # noqa: SIM115 - closed below
-    log_file = open(out / "log.txt", "a") if rank == 0 else None  # noqa: SIM115
+@dataclasses.dataclass
+class _Outputs:
+    """Where the loop reports: ``stats.jsonl`` and ``log.txt`` (rank 0 only) and the progress bar."""
+
+    stats_file: Any
+    log_file: Any
+    bar: tqdm
+    progress: bool
+
+
+@contextlib.contextmanager
+def _outputs(s: _Session, total_steps: int, progress: bool) -> Iterator[_Outputs]:
+    """Open the run's logs and bar; on leaving, wait for every rank and close the logs."""
+    stats_file = open(s.out / "stats.jsonl", "a") if s.rank == 0 else None  # noqa: SIM115 - closed below
+    log_file = open(s.out / "log.txt", "a") if s.rank == 0 else None  # noqa: SIM115
     # A bar on a terminal only (disable=None); in a job's log, the log_every lines printed below.
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {variant_name}",
-               disable=(None if progress else True) if rank == 0 else True,
+    bar = tqdm(total=total_steps, initial=s.step, desc=f"train {s.variant_name}",
+               disable=(None if progress else True) if s.rank == 0 else True,
                dynamic_ncols=True)
     try:
-        models.train()
-        tick = time.perf_counter()
-        window_images = 0
-        while step < total_steps:
-            b = {k: (v.pin_memory() if pin else v).to(dev, non_blocking=pin)
-                 for k, v in train_set.sample(t.batch_size, batches).items()}
-            real, mask = b["image"], b["mask"]
-            words, sent, word_mask = text_features(b)
-
-            loss_d, terms = training_step(models, loss_fn, opt_g, opt_d, real, mask, words, sent, word_mask,
-                                          class_ids=b["class_id"], amp=amp, world=world, step=step)
-
-            step += 1
-            window_images += t.batch_size * world
-            bar.update(1)
-            if rank == 0 and (step % t.log_every == 0 or step == total_steps):
-                now = time.perf_counter()
-                elapsed += now - tick
-                row = {"step": step, "elapsed_s": round(elapsed, 3),
-                       "images_per_s": round(window_images / max(now - tick, 1e-9), 2),
-                       "loss_d": float(loss_d),
-                       **{k if k.startswith("sentence_snr/") else f"loss_g/{k}": float(v) for k, v in terms.items()}}
-                stats_file.write(json.dumps(row) + "\n")
-                stats_file.flush()
-                line = (f"step {step}/{t.steps} D {row['loss_d']:.4f} G {row['loss_g/total']:.4f} "
-                        f"{row['images_per_s']:.1f} img/s")
-                log_file.write(line + "\n")
-                log_file.flush()
-                if bar.disable and progress:  # not a terminal (a job's log): a line per log_every steps
-                    print(f"train {variant_name}: {line}", flush=True)
-                bar.set_postfix(D=f"{row['loss_d']:.3f}", G=f"{row['loss_g/total']:.3f}")
-                tick, window_images = time.perf_counter(), 0
-            if rank == 0 and (step % t.sample_every == 0 or step == total_steps):
-                # A private RNG stream: samples must not shift the training draws, or a run
-                # stopped and resumed at a sampling step would diverge from an uninterrupted one.
-                models.generator.eval()
-                with torch.no_grad(), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                    torch.manual_seed(seed)
-                    fw, fs, fm = text_features(fixed)
-                    _, sample, _ = models.generator(fixed["image"], fixed["mask"], fs, fw, fm)
-                models.generator.train()
-                _sample_grid(fixed, sample.float(), out / "samples" / f"step{step:06d}.png")
-            if step % t.checkpoint_every == 0 or step == total_steps:
-                save_state()
-        bar.close()
-        if step >= t.steps and rank == 0:
-            save_checkpoint(generator_checkpoint(models.generator, record, step, elapsed, encoder, damsm_image,
-                                                 vocab, text_ckpt), out / "final.pt")
+        yield _Outputs(stats_file, log_file, bar, progress)
     finally:
-        if world > 1 and dist.is_initialized():
+        if s.world > 1 and dist.is_initialized():
             dist.barrier()
         if stats_file:
             stats_file.close()
         if log_file:
             log_file.close()
-    return out / "final.pt"
+
+
+def _loop(s: _Session, total_steps: int, amp, outputs: _Outputs) -> None:
+    """Training steps up to ``total_steps``: a stats row every ``log_every`` steps, a sample grid every
+    ``sample_every`` and the resumable state every ``checkpoint_every`` (and all three at the last step)."""
+    t = s.cfg.train
+    s.models.train()
+    tick = time.perf_counter()
+    window_images = 0
+    while s.step < total_steps:
+        b = {k: (v.pin_memory() if s.pin else v).to(s.dev, non_blocking=s.pin)
+             for k, v in s.train_set.sample(t.batch_size, s.batches).items()}
+        real, mask = b["image"], b["mask"]
+        words, sent, word_mask = _text_features(s, b)
+
+        loss_d, terms = training_step(s.models, s.loss_fn, s.opt_g, s.opt_d, real, mask, words, sent, word_mask,
+                                      class_ids=b["class_id"], amp=amp, world=s.world, step=s.step)
+
+        s.step += 1
+        window_images += t.batch_size * s.world
+        outputs.bar.update(1)
+        if s.rank == 0 and (s.step % t.log_every == 0 or s.step == total_steps):
+            now = time.perf_counter()
+            s.elapsed += now - tick
+            _log_step(s, outputs, loss_d, terms, images_per_s=round(window_images / max(now - tick, 1e-9), 2))
+            tick, window_images = time.perf_counter(), 0
+        if s.rank == 0 and (s.step % t.sample_every == 0 or s.step == total_steps):
+            _write_samples(s)
+        if s.step % t.checkpoint_every == 0 or s.step == total_steps:
+            _save_state(s)
+
+
+def _text_features(s: _Session, b: dict[str, torch.Tensor]):
+    """Word features, sentence vector and padding mask of a batch's captions (empty ones for ``no-text``)."""
+    tokens, lengths = (b["tokens"], b["length"]) if s.cfg.model.text_input else empty_captions(b["tokens"],
+                                                                                                 b["length"])
+    with torch.no_grad():
+        words, sent = s.encoder(tokens, lengths)
+    return words, sent, padding_mask(tokens)
+
+
+def _log_step(s: _Session, outputs: _Outputs, loss_d: torch.Tensor, terms: dict[str, torch.Tensor], *,
+              images_per_s: float) -> None:
+    """A row of ``stats.jsonl``, a line of ``log.txt`` (and of stdout when no bar shows), the bar's losses."""
+    row = {"step": s.step, "elapsed_s": round(s.elapsed, 3),
+           "images_per_s": images_per_s,
+           "loss_d": float(loss_d),
+           **{k if k.startswith("sentence_snr/") else f"loss_g/{k}": float(v) for k, v in terms.items()}}
+    outputs.stats_file.write(json.dumps(row) + "\n")
+    outputs.stats_file.flush()
+    line = (f"step {s.step}/{s.cfg.train.steps} D {row['loss_d']:.4f} G {row['loss_g/total']:.4f} "
+            f"{row['images_per_s']:.1f} img/s")
+    outputs.log_file.write(line + "\n")
+    outputs.log_file.flush()
+    if outputs.bar.disable and outputs.progress:  # not a terminal (a job's log): a line per log_every steps
+        print(f"train {s.variant_name}: {line}", flush=True)
+    outputs.bar.set_postfix(D=f"{row['loss_d']:.3f}", G=f"{row['loss_g/total']:.3f}")
+
+
+def _write_samples(s: _Session) -> None:
+    """The fixed val batch's outputs at this step, ``samples/step<N>.png``."""
+    # A private RNG stream: samples must not shift the training draws, or a run
+    # stopped and resumed at a sampling step would diverge from an uninterrupted one.
+    s.models.generator.eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[s.dev] if s.dev.type == "cuda" else []):
+        torch.manual_seed(s.seed)
+        fw, fs, fm = _text_features(s, s.fixed)
+        _, sample, _ = s.models.generator(s.fixed["image"], s.fixed["mask"], fs, fw, fm)
+    s.models.generator.train()
+    _sample_grid(s.fixed, sample.float(), s.out / "samples" / f"step{s.step:06d}.png")
+
+
+def _save_state(s: _Session) -> None:
+    """``checkpoints/state.pt``: everything a resumed run needs to continue as if never stopped."""
+    if s.rank != 0:
+        return
+    save_checkpoint({
+        "kind": STATE_KIND, "architecture": GENERATOR_ARCHITECTURE, "run": s.record, "step": s.step,
+        "elapsed": s.elapsed, "models": s.models.state_dict(), "opt_g": s.opt_g.state_dict(),
+        "opt_d": s.opt_d.state_dict(), "batch_rng": s.batches.get_state(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state() if s.dev.type == "cuda" else None,
+    }, s.out / "checkpoints" / "state.pt")
+
+
+def _final_checkpoint(s: _Session) -> None:
+    """``final.pt``: the generator with everything evaluation and inpainting need (:func:`generator_checkpoint`)."""
+    save_checkpoint(generator_checkpoint(s.models.generator, s.record, s.step, s.elapsed, s.encoder, s.damsm_image,
+                                         s.vocab, s.text_ckpt), s.out / "final.pt")
 
 
 def generator_checkpoint(generator: Generator, record: dict, step: int, elapsed: float, encoder, damsm_image,

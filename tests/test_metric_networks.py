@@ -80,6 +80,7 @@ def test_no_metric_network_is_reachable_from_any_training_loss(smoke_pipeline, s
     """Train two real steps and watch every loss: no parameter of the FID feature network or of the
     R-precision DAMSM pair is in the autograd graph of the D or G loss, none gets a gradient, and no
     module that runs during training carries their weights (not even a copy loaded from disk)."""
+    import csfgan.step as step_mod
     import csfgan.train as train_mod
 
     feature_net, _ = load_feature_net(smoke_metric_nets["feature_net"])
@@ -105,7 +106,7 @@ def test_no_metric_network_is_reachable_from_any_training_loss(smoke_pipeline, s
             stack.extend(n for n, _ in node.next_functions)
         return found
 
-    real_loss_d, real_generator_loss = train_mod.discriminator_loss, train_mod.GeneratorLoss
+    real_loss_d, real_generator_loss = step_mod.discriminator_loss, train_mod.GeneratorLoss
 
     def watched_loss_d(*args, **kwargs):
         loss = real_loss_d(*args, **kwargs)
@@ -124,7 +125,7 @@ def test_no_metric_network_is_reachable_from_any_training_loss(smoke_pipeline, s
     def record(module, args, output):
         ran.append(module)
 
-    monkeypatch.setattr(train_mod, "discriminator_loss", watched_loss_d)
+    monkeypatch.setattr(step_mod, "discriminator_loss", watched_loss_d)
     monkeypatch.setattr(train_mod, "GeneratorLoss", WatchedGeneratorLoss)
     real_step = train_mod.training_step
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from csfgan.errors import UserError
+from csfgan.tokens import PAD, PAD_ID, UNK, UNK_ID
 
-PAD, UNK = "<pad>", "<unk>"
-PAD_ID, UNK_ID = 0, 1
 _WORD = re.compile(r"\w+")
 
 

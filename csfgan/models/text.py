@@ -8,14 +8,14 @@ It is pretrained per dataset by :func:`csfgan.damsm.pretrain_text` and then froz
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from csfgan.config import TextConfig
-from csfgan.data.text import PAD_ID, UNK_ID, Vocabulary
+from csfgan.tokens import PAD_ID, UNK_ID
 
 
 def padding_mask(tokens: torch.Tensor) -> torch.Tensor:
@@ -107,8 +107,14 @@ class EncodedText(NamedTuple):
     mask: torch.Tensor  # (1, max_words) bool, True at padding
 
 
+class CaptionVocabulary(Protocol):
+    """What ``encode_text`` needs of a vocabulary (``csfgan.data.text.Vocabulary`` is one)."""
+
+    def encode(self, caption: str, max_words: int, *, strict: bool = False) -> list[int]: ...
+
+
 @torch.no_grad()
-def encode_text(encoder: TextEncoder, vocab: Vocabulary, caption: str, max_words: int) -> EncodedText:
+def encode_text(encoder: TextEncoder, vocab: CaptionVocabulary, caption: str, max_words: int) -> EncodedText:
     """Encode a user's caption; refuses (``CaptionError``) empty, too long or all-unknown text."""
     ids = vocab.encode(caption, max_words, strict=True)
     device = next(encoder.parameters()).device
