@@ -60,8 +60,8 @@ def test_bench_beside_busy_processes_on_its_core_says_other_work_competed(tmp_pa
     import sys
 
     core = sorted(os.sched_getaffinity(0))[0]
-    busy = [subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{core}}})\nwhile True: pass"])
-            for _ in range(2)]
+    spin = f"import os\nos.sched_setaffinity(0, {{{core}}})\nwhile True: pass"
+    busy = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
     try:
         out = tmp_path / "bench.json"
         code = ("import os, sys\n"
