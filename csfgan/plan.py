@@ -45,7 +45,8 @@ def split_run_name(name: str) -> tuple[str, list[str]]:
     return variant, overrides
 
 
-def _format_value(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A sweep value as run names and claims spell it: numbers as floats (``0.5``, ``1.0``)."""
     return repr(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
@@ -161,10 +162,10 @@ def _sweep_rows(spec: dict[str, Any], scale: ScaleConfig, datasets: list[str], v
         raise ConfigError(f"{where}: unknown parameter {dotted!r}") from None
     rows = {}
     for value in spec["values"]:
-        item = f"{dotted}={_format_value(value)}"
+        item = f"{dotted}={format_value(value)}"
         parse_overrides(base, [item], where)  # validates type and range (e.g. a negative λ)
         same = isinstance(value, (int, float)) and float(value) == float(current) or value == current
-        rows[_format_value(value)] = spec["variant"] if same else f"{spec['variant']}{SWEEP_SEP}{item}"
+        rows[format_value(value)] = spec["variant"] if same else f"{spec['variant']}{SWEEP_SEP}{item}"
     chosen = spec.get("datasets", "first")
     if chosen == "first":
         chosen = datasets[:1]

@@ -30,7 +30,7 @@ import pandas as pd
 
 from csfgan.config import ConfigError, read_yaml
 from csfgan.io import write_text
-from csfgan.plan import Plan, _format_value, plan
+from csfgan.plan import Plan, format_value, plan
 from csfgan.report.stats import COVERS, Difference, compare
 from csfgan.report.tables import METRICS, Runs, dataset_label
 
@@ -68,7 +68,7 @@ def _row_key(value: Any, table: str) -> str:
     # table4 rows are swept values, written as tables.yaml's values are (0.5 -> "0.5", 1 -> "1.0").
     if table == "table4":
         try:
-            return _format_value(float(value))
+            return format_value(float(value))
         except (TypeError, ValueError):
             return str(value)
     return str(value)
