@@ -342,6 +342,17 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict by dotted key (``{"train": {"lr": 1e-3}}`` -> ``{"train.lr": 1e-3}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (YAML errors point at the text over several)."""
     return " ".join(str(exc).split())

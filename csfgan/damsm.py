@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 import csfgan
 from csfgan.checkpoint import safe_torch_load
-from csfgan.config import ScaleConfig, TextConfig, from_dict
+from csfgan.config import ScaleConfig, TextConfig, flatten, from_dict
 from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData, PreparedDataError
 from csfgan.data.text import Vocabulary
@@ -260,16 +260,6 @@ def damsm_r_precision(
 # Loading.
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 ARCHITECTURE_KEYS = ("max_words", "embedding_dim", "hidden_dim")
 
 
@@ -309,7 +299,7 @@ def load_text_encoder(
     if text_cfg is not None:
         # Only what shapes the encoder's inputs and outputs must agree; how it was pretrained
         # (text.damsm.*, dropout) is recorded in the checkpoint and in every run that uses it.
-        have, want = _flatten(ckpt["text_config"]), _flatten(asdict(text_cfg))
+        have, want = flatten(ckpt["text_config"]), flatten(asdict(text_cfg))
         differ = sorted(k for k in ARCHITECTURE_KEYS if have.get(k) != want.get(k))
         if differ:
             detail = ", ".join(f"text.{k}: checkpoint {have.get(k)!r} vs config {want.get(k)!r}" for k in differ)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from csfgan.checkpoint import CheckpointError
+from csfgan.config import flatten
 
 IDENTITY_FIELDS = ("config", "variant", "seed", "text_encoder_sha256", "data_manifest_sha256", "world_size",
                    "perceptual_source", "architecture")
@@ -25,16 +26,6 @@ RUN_OUTPUTS = ("checkpoints", "final.pt", "stats.jsonl", "log.txt", "samples", "
                "metrics.json", "eval", "metrics_val.json", "eval_val")
 
 ON_MISMATCH = ("error", "restart")
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _show(field: str, value: Any) -> str:
@@ -54,7 +45,7 @@ def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for field in IDENTITY_FIELDS:
         a, b = old.get(field, _MISSING), new.get(field, _MISSING)
         if field == "config" and isinstance(a, dict) and isinstance(b, dict):
-            fa, fb = _flatten(a), _flatten(b)
+            fa, fb = flatten(a), flatten(b)
             diffs += [f"{k}: {_show(k, fa.get(k, _MISSING))} -> {_show(k, fb.get(k, _MISSING))}"
                       for k in sorted(set(fa) | set(fb)) if fa.get(k, _MISSING) != fb.get(k, _MISSING)]
         elif a != b:
