@@ -13,6 +13,7 @@ import csfgan.losses
 from csfgan.checkpoint import CheckpointError, load_checkpoint
 from csfgan.cli import main
 from csfgan.train import GENERATOR_KIND, STATE_KIND, TrainingDiverged, train
+from tests.helpers import poison_reconstruction_loss
 
 
 def _train(pipe, out, **kw):
@@ -121,15 +122,7 @@ def test_resume_keeps_one_stats_row_per_step(smoke_pipeline, tmp_path):
 
 
 def test_divergence_advice_is_a_command_that_works(smoke_pipeline, tmp_path, monkeypatch, capsys):
-    calls = {"n": 0}
-    real_l1 = csfgan.losses.reconstruction_loss
-
-    def poisoned(real, fake):
-        calls["n"] += 1
-        value = real_l1(real, fake)
-        return value * float("nan") if calls["n"] == 3 else value
-
-    monkeypatch.setattr(csfgan.losses, "reconstruction_loss", poisoned)
+    real_l1 = poison_reconstruction_loss(monkeypatch)
     out = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match="start it again: csfgan train") as err:
         _train(smoke_pipeline, out, overrides=["loss.edge=0.2"])

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-import csfgan.losses
 from csfgan.checkpoint import CheckpointError, load_checkpoint
 from csfgan.models.generator import GENERATOR_ARCHITECTURE
 from csfgan.train import GENERATOR_KIND, STATE_KIND, TrainingDiverged, train
+from tests.helpers import poison_reconstruction_loss
 
 
 def _train(pipe, out, **kw):
@@ -79,15 +79,7 @@ def test_resume_refuses_another_config(smoke_pipeline, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(smoke_pipeline, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real_l1 = csfgan.losses.reconstruction_loss
-
-    def poisoned(real, fake):
-        calls["n"] += 1
-        value = real_l1(real, fake)
-        return value * float("nan") if calls["n"] == 3 else value
-
-    monkeypatch.setattr(csfgan.losses, "reconstruction_loss", poisoned)
+    poison_reconstruction_loss(monkeypatch)
     with pytest.raises(TrainingDiverged, match=r"step 2: non-finite generator loss terms .*'rec'"):
         _train(smoke_pipeline, tmp_path / "run")
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "state.pt", STATE_KIND)
