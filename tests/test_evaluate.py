@@ -256,21 +256,22 @@ def test_no_text_control_trains_and_ignores_the_caption(smoke_pipeline, tmp_path
     assert model.cfg.model.text_input is False
     data = PreparedData(model.run["data"])
     b = InpaintingDataset(data, "test", captions="seeded", seed=0).batch(np.arange(8))
-    outputs = []
-    for caption in ("this bird has red wings and a white belly", "this bird has blue wings and a black belly"):
-        tokens, lengths = encode_captions([[caption]] * 8, model.vocab, data.max_words)
-        torch.manual_seed(0)
-        outputs.append(model.inpaint(b["image"], b["mask"], torch.from_numpy(tokens[:, 0]).long(),
+
+    def fills():
+        """The batch inpainted under two captions that name different colours, same noise."""
+        out = []
+        for caption in ("this bird has red wings and a white belly", "this bird has blue wings and a black belly"):
+            tokens, lengths = encode_captions([[caption]] * 8, model.vocab, data.max_words)
+            torch.manual_seed(0)
+            out.append(model.inpaint(b["image"], b["mask"], torch.from_numpy(tokens[:, 0]).long(),
                                      torch.from_numpy(lengths[:, 0]).long())[0])
+        return out
+
+    outputs = fills()
     assert torch.equal(outputs[0], outputs[1])
     # The full model, same checkpoint with text input switched back on, does read the caption.
     model.cfg.model.text_input = True
-    texted = []
-    for caption in ("this bird has red wings and a white belly", "this bird has blue wings and a black belly"):
-        tokens, lengths = encode_captions([[caption]] * 8, model.vocab, data.max_words)
-        torch.manual_seed(0)
-        texted.append(model.inpaint(b["image"], b["mask"], torch.from_numpy(tokens[:, 0]).long(),
-                                    torch.from_numpy(lengths[:, 0]).long())[0])
+    texted = fills()
     assert not torch.equal(texted[0], texted[1])
     m = evaluate(run, progress=False, save_images=False, **nets)
     assert np.isfinite(m["attribute_accuracy"]) and np.isfinite(m["counterfactual_accuracy"])
