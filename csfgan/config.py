@@ -92,6 +92,24 @@ class ModelConfig:
     disc_base_channels: int = 64
     disc_max_channels: int = 512
     dilation: int = 2
+    # Readings where the paper is silent or its own figures identify the authors' code
+    # (docs/deviations.md; ``csfgan.readings`` records which reading each setting follows).
+    # "code": the authors' block order (4×4 dilated stride-2 conv, then a 3×3 at the lower resolution;
+    # decoder 3×3 stride-1 then 4×4 stride-2 transposed convs) down to a 1×1 innermost level; it is the
+    # network Table 2's 82.29 M counts. "prose": Implementation Details' "3×3 followed by 4×4 dilated",
+    # 2×2 innermost, 2.2× the FLOPs (the generator before fidelity round three).
+    block_order: str = "code"
+    # The mask as a 4th input channel (ours before round three); the authors' stem sees the masked RGB.
+    mask_channel: bool = False
+    # One conditioning augmentation (linear + GLU, as the authors' CA_NET) and one z shared by every
+    # sentence-fusion layer; False gives each layer its own CA (linear, no GLU) and z.
+    shared_conditioning: bool = True
+    # "patch": the authors' PatchGAN (3 stride-2 + 2 stride-1 convs, InstanceNorm, a map of logits);
+    # "dcgan-sn": ours before round three (spectral-norm stride-2 stack to one logit).
+    global_discriminator: str = "patch"
+    # Word-level D sub-regions: "hole-grid" (Eq. 4-5: the hole's cells of a feature grid, mean over
+    # them) or "centre-mean" (the authors' code: the centre crop's features averaged to one vector).
+    word_discriminator_regions: str = "hole-grid"
 
 
 @dataclass
@@ -113,6 +131,20 @@ class LossConfig:
     perceptual_network: str = "vgg16"
     perceptual_weights_path: str | None = None
     perceptual_fallback: str = "damsm-image-encoder"
+    # VGG inputs ImageNet-normalised (as VGG was trained); the authors' code feeds [-1, 1] images raw.
+    perceptual_imagenet_normalize: bool = True
+    # Gram-matrix style loss on the perceptual features (the authors' code: 3.0; not in the paper).
+    style: float = 0.0
+    # "image": Eq. 8's TV over the whole output; "authors-hole": the authors' kernel inside the hole.
+    tv_form: str = "image"
+    # "sobel" (the paper, Eq. 9) or "laplacian-rgb" (the authors' 8-neighbour Laplacian summed over RGB).
+    edge_operator: str = "sobel"
+    # "bce" (Eq. 10-11) or "relativistic-ls" (the authors' code: relativistic least squares on
+    # (fake, real) / (real, fake) pairs fed to a 6-channel global D).
+    gan_form: str = "bce"
+    # True: the adversarial terms see the generator's output detached (the authors' code), so the
+    # generator gets no adversarial gradient; False: Eq. 10 as written.
+    detach_adversarial: bool = False
 
 
 class _Precision:
@@ -140,6 +172,9 @@ class TrainConfig(_Precision):
     # fixed per scale, so the search runs once). The CPU path ignores both.
     pin_memory: bool = True
     cudnn_benchmark: bool = True
+    # "g-first": the generator step, then the discriminators' (the authors' code; the paper is silent);
+    # "d-first": ours before round three.
+    update_order: str = "g-first"
 
 
 @dataclass
@@ -177,6 +212,10 @@ class ScaleConfig:
                     f"(layer 1 is the input conv; {layers} = log2 of resolution {self.resolution}; layer L "
                     f"works at {self.resolution}/2^(L-1) px)"
                 )
+        for key, value in _choices(self):
+            allowed = CHOICES[key]
+            if value not in allowed:
+                raise ConfigError(f"{where}: {key} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
         if self.data.mask not in ("center", "irregular"):
             raise ConfigError(f"{where}: data.mask must be 'center' or 'irregular', got {self.data.mask!r}")
         for section in dataclasses.fields(self):
@@ -213,6 +252,24 @@ class Range:
         if self.high is None:
             return f"{'>' if self.low_open else '>='} {self.low:g}"
         return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+# Settings that take one of a few names, by dotted key (checked with the ranges).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.block_order": ("code", "prose"),
+    "model.global_discriminator": ("patch", "dcgan-sn"),
+    "model.word_discriminator_regions": ("hole-grid", "centre-mean"),
+    "loss.tv_form": ("image", "authors-hole"),
+    "loss.edge_operator": ("sobel", "laplacian-rgb"),
+    "loss.gan_form": ("bce", "relativistic-ls"),
+    "train.update_order": ("g-first", "d-first"),
+}
+
+
+def _choices(cfg: "ScaleConfig"):
+    for key in CHOICES:
+        section, name = key.split(".")
+        yield key, getattr(getattr(cfg, section), name)
 
 
 AT_LEAST_ONE = Range(1)
