@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from csfgan.config import VARIANTS_DIR, apply_variant, load_scale, load_variant
+from csfgan.config import VARIANTS_DIR, apply_variant, load_scale, load_variant, parse_overrides
 from csfgan.data.masks import center_box, center_mask
 from csfgan.losses import GeneratorLoss, discriminator_loss
 from csfgan.models.damsm import DamsmImageEncoder
@@ -17,6 +17,7 @@ from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscrimin
 from csfgan.models.fusion import SentenceFusion, WordFusion
 from csfgan.models.generator import Generator, dilated_padding, encoder_channels
 from csfgan.models.params import (
+    AUTHORS_GENERATOR_MODULES,
     AUTHORS_GENERATOR_PARAMETERS,
     PAPER_REPORTED_PARAMETERS,
     count_parameters,
@@ -71,22 +72,51 @@ def test_generator_has_log2_resolution_layers_counting_the_input_conv():
     cfg = smoke()
     g = Generator(cfg)
     assert cfg.num_layers == math.log2(cfg.resolution) == 5
-    assert len(g.encoder) == len(g.decoder) == cfg.num_layers - 1  # layers 2..5, one decoder level each
+    assert len(g.encoder) == cfg.num_layers - 1  # layers 2..5
+    assert len(g.decoder) == cfg.num_layers  # one level per layer 2..5, and one for the 1×1 level
     assert encoder_channels(cfg) == [8, 16, 32, 32, 32]  # base 8, doubling per layer, cap 32
     sizes = []
     hooks = [layer.act.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:]))) for layer in g.encoder]
+    hooks.append(g.innermost.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:]))))
     g(*inputs(cfg))
     for h in hooks:
         h.remove()
-    assert sizes == [(16, 16, 16), (32, 8, 8), (32, 4, 4), (32, 2, 2)]
+    assert sizes == [(16, 16, 16), (32, 8, 8), (32, 4, 4), (32, 2, 2), (32, 1, 1)]  # then the authors' 1×1
 
 
-def test_decoder_mirrors_the_encoder():
-    """Per level a 4×4 stride-2 transposed conv and a 3×3 conv (the encoder: a 3×3 conv and a 4×4
-    dilated stride-2 conv); the dilated conv takes the subsampled fast path."""
+def test_prose_order_stops_at_two_by_two():
+    """``model.block_order: prose``: the generator before round three, one decoder level per layer."""
+    g = Generator(smoke(block_order="prose"))
+    assert g.innermost is None and len(g.encoder) == len(g.decoder) == 4
+
+
+def test_code_order_is_the_authors_block_order():
+    """The authors' layer: 4×4 dilated stride-2 conv, then the 3×3 at the lower resolution; their
+    decoder level: 3×3 stride-1 transposed conv, then 4×4 stride-2; a 3×3 transposed conv to RGB."""
     from csfgan.models.generator import DilatedStridedConv2d
 
     g = Generator(smoke())
+    for layer in g.encoder:
+        convs = [m for m in layer.conv if isinstance(m, torch.nn.Conv2d)]
+        assert [(type(m), m.kernel_size, m.stride) for m in convs] == [
+            (DilatedStridedConv2d, (4, 4), (2, 2)), (torch.nn.Conv2d, (3, 3), (1, 1))]
+        assert convs[0].dilation == (2, 2) and convs[1].in_channels == convs[1].out_channels
+    inner = g.decoder[0][0]
+    assert isinstance(inner, torch.nn.ConvTranspose2d) and (inner.kernel_size, inner.stride) == ((4, 4), (2, 2))
+    for level in g.decoder[1:]:
+        convs = [m for m in level if isinstance(m, torch.nn.ConvTranspose2d)]
+        assert [(m.kernel_size, m.stride) for m in convs] == [((3, 3), (1, 1)), ((4, 4), (2, 2))]
+    assert isinstance(g.to_rgb[0], torch.nn.ConvTranspose2d) and g.to_rgb[0].kernel_size == (3, 3)
+    assert g.stem[0].in_channels == 3 and len(g.stem) == 1  # the masked image, no activation
+    assert Generator(smoke(mask_channel=True)).stem[0].in_channels == 4
+
+
+def test_prose_decoder_mirrors_the_encoder():
+    """Prose order: per level a 4×4 stride-2 transposed conv and a 3×3 conv (the encoder: a 3×3 conv
+    and a 4×4 dilated stride-2 conv); the dilated conv takes the subsampled fast path."""
+    from csfgan.models.generator import DilatedStridedConv2d
+
+    g = Generator(smoke(block_order="prose"))
     for layer in g.encoder:
         kernels = [(type(m), m.kernel_size) for m in layer.conv if isinstance(m, torch.nn.Conv2d)]
         assert kernels == [(torch.nn.Conv2d, (3, 3)), (DilatedStridedConv2d, (4, 4))]
@@ -107,8 +137,31 @@ def test_generator_output_shape_range_and_composite():
     keep = mask.expand_as(image) == 0
     assert torch.equal(composite[keep], image[keep])  # unmasked pixels exactly the input
     assert torch.equal(composite[~keep], raw[~keep])
-    assert list(aux["ca_mu"]) == list(aux["ca_logvar"]) == [2, 3]  # keyed by layer
-    assert aux["ca_mu"][2].shape == (B, cfg.model.condition_dim)
+    assert list(aux["ca_mu"]) == list(aux["ca_logvar"]) == ["2+3"]  # one CA shared by layers 2 and 3
+    assert aux["ca_mu"]["2+3"].shape == (B, cfg.model.condition_dim)
+    _, _, aux = Generator(smoke(shared_conditioning=False))(image, mask, sent, words, word_mask)
+    assert list(aux["ca_mu"]) == list(aux["ca_logvar"]) == [2, 3]  # one per layer, keyed by layer
+
+
+def test_shared_conditioning_is_the_authors_ca_with_glu_and_one_z():
+    """One CA (linear to 4·cond, GLU, μ and log σ²) and one z: both fusion layers get the same [c; z]."""
+    cfg = smoke()
+    g = Generator(cfg)
+    randomise_(g.sentence_fusion)
+    seen = []
+    for m in g.sentence_fusion.values():
+        m.gamma.register_forward_hook(lambda mod, i, o: seen.append(i[0]))
+    image, mask, sent, words, word_mask = inputs(cfg)
+    torch.manual_seed(5)
+    _, _, aux = g(image, mask, sent, words, word_mask)
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])  # one [c; z] for both layers
+    cond = cfg.model.condition_dim
+    h = sent @ g.conditioning.fc.weight.T + g.conditioning.fc.bias
+    assert h.shape[1] == 4 * cond
+    gated = h[:, : 2 * cond] * torch.sigmoid(h[:, 2 * cond:])  # GLU
+    torch.testing.assert_close(aux["ca_mu"]["2+3"], gated[:, :cond])
+    torch.testing.assert_close(aux["ca_logvar"]["2+3"], gated[:, cond:])
+    assert all(m.ca is None for m in g.sentence_fusion.values())
 
 
 def test_generator_does_not_see_the_hole_content():
@@ -139,7 +192,7 @@ def test_fusion_placement_follows_config():
     # The innermost layer (5, 2×2) has no norm of its own: here its word fusion normalises.
     assert [isinstance(layer.norm, torch.nn.BatchNorm2d) for layer in g.encoder] == [False, True, True, False]
     _, _, aux = g(*inputs(both))
-    assert list(aux["ca_mu"]) == [2]
+    assert list(aux["ca_mu"]) == ["2"]
     assert {k: tuple(v.shape) for k, v in aux["word_attention"].items()} == {2: (B, T, 16, 16), 5: (B, T, 2, 2)}
 
 
@@ -341,18 +394,53 @@ def test_parameter_breakdown_parts_add_up():
     assert base["generator.text_projection"] > 0 and full["generator.text_projection"] == 0
 
 
-def test_paper_scale_generator_matches_the_papers_count():
-    """Table 2's 82.29 M is the generator alone (the authors' InpaintNet: 82,285,971): ours within 1 %."""
+def test_paper_scale_generator_is_the_authors_to_the_parameter():
+    """Table 2's 82.29 M is the generator alone: the authors' InpaintNet, 82,285,971, module by module."""
     cfg = apply_variant(load_scale("paper"), load_variant("full"))
     counts = parameter_breakdown(cfg)
-    assert abs(counts["generator"] / AUTHORS_GENERATOR_PARAMETERS - 1) < 0.01
-    assert abs(counts["generator"] / PAPER_REPORTED_PARAMETERS - 1) < 0.01
-    # Per module, as documented in csfgan/models/params.py (a layout change shows up here).
-    assert counts == {
-        "generator.encoder": 29_752_640, "generator.decoder": 51_369_987, "generator.sentence_fusion": 360_080,
-        "generator.word_fusion": 1_312_768, "generator.text_projection": 0, "generator": 82_795_475,
-        "global_discriminator": 11_154_369, "word_level_discriminator": 2_953_921, "discriminators": 14_108_290,
-    }
+    assert counts["generator"] == AUTHORS_GENERATOR_PARAMETERS == 82_285_971
+    assert round(counts["generator"] / 1e6, 2) == PAPER_REPORTED_PARAMETERS / 1e6
+    assert {k: counts[k] for k in AUTHORS_GENERATOR_MODULES} == AUTHORS_GENERATOR_MODULES
+    assert counts["generator.text_projection"] == 0
+
+
+def test_paper_scale_kept_options_have_their_documented_deltas():
+    """csfgan/models/params.py: the mask channel adds 576; the prose order (the generator before round
+    three: its own CA per layer, the mask channel) has 82,795,475."""
+    base = apply_variant(load_scale("paper"), load_variant("full"))
+    with_mask = parse_overrides(base, ["model.mask_channel=true"])
+    assert parameter_breakdown(with_mask)["generator"] - AUTHORS_GENERATOR_PARAMETERS == 576
+    prose = parse_overrides(base, ["model.block_order=prose", "model.mask_channel=true",
+                                   "model.shared_conditioning=false"])
+    counts = parameter_breakdown(prose)
+    assert counts["generator"] == 82_795_475
+    assert (counts["generator.stem"] + counts["generator.encoder"], counts["generator.decoder"]) == (
+        29_752_640, 51_369_987)
+
+
+def generator_forward_gflop(cfg) -> float:
+    """Forward FLOPs of one image through the generator (torch's FlopCounterMode, on the meta device)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    r, d = cfg.resolution, cfg.text.hidden_dim
+    with torch.device("meta"):
+        g = Generator(cfg).eval()
+        args = (torch.zeros(1, 3, r, r), torch.zeros(1, 1, r, r), torch.zeros(1, d), torch.zeros(1, d, T),
+                torch.zeros(1, T, dtype=torch.bool))
+        with FlopCounterMode(display=False) as counter:
+            g(*args)
+    return counter.get_total_flops() / 1e9
+
+
+def test_generator_forward_flops_are_the_authors():
+    """The authors' InpaintNet: 59.6 GFLOP per 256 px forward (FlopCounterMode, batch 1); the prose
+    order 2.18× that; the default scale's generator under 0.09 GFLOP per 64 px image."""
+    paper = apply_variant(load_scale("paper"), load_variant("full"))
+    code = generator_forward_gflop(paper)
+    assert abs(code / 59.6 - 1) < 0.02
+    prose = generator_forward_gflop(parse_overrides(paper, ["model.block_order=prose"]))
+    assert 2.1 < prose / code < 2.3
+    assert generator_forward_gflop(apply_variant(load_scale("default"), load_variant("full"))) <= 0.09
 
 
 def test_paper_scale_fuses_at_the_papers_resolutions():

@@ -67,6 +67,12 @@ def test_checkpoints_of_the_old_generator_are_refused_naming_the_change(smoke_pi
         save_checkpoint(ckpt, path)
     with pytest.raises(CheckpointError, match="v1 generator.*1×1 bottleneck.*Retrain"):
         InpaintingModel(final)
+    # The v2 generator (before fidelity round three: prose order only, 4-channel stem) by its name.
+    ckpt = load_checkpoint(final, GENERATOR_KIND)
+    ckpt["architecture"] = "unet-v2"
+    save_checkpoint(ckpt, final)
+    with pytest.raises(CheckpointError, match="v2 generator.*prose block order.*unet-v3.*Retrain"):
+        InpaintingModel(final)
     (tmp_path / "run" / "final.pt").unlink()
     with pytest.raises(CheckpointError, match="state.pt: holds the v1 generator"):
         _train(smoke_pipeline, tmp_path / "run")

@@ -30,20 +30,26 @@ def _init_modulation(gamma: nn.Module, beta: nn.Module) -> None:
 class ConditioningAugmentation(nn.Module):
     """StackGAN's conditioning augmentation: ``c = μ(s) + exp(logvar(s) / 2) · ε``, ε ~ N(0, I).
 
-    μ and log σ² come from one linear layer (StackGAN adds a ReLU, which would force σ ≥ 1; we keep
-    the map linear). ``c`` is sampled in train and eval mode alike, as in StackGAN/AttnGAN: the
-    diversity it gives is part of the model; evaluation fixes the RNG seed instead. The KL term
+    ``glu=True`` is the authors' CA_NET: a linear layer to ``4 · cond`` features, a gated linear unit
+    (Dauphin et al., 2017) halving them, then μ and log σ² of ``cond`` each. ``glu=False`` maps the
+    sentence linearly to μ and log σ² (no activation: StackGAN's ReLU would force σ ≥ 1). ``c`` is
+    sampled in train and eval mode alike, as in StackGAN/AttnGAN and the authors' code: the diversity
+    it gives is part of the model; evaluation fixes the RNG seed instead. The KL term
     ``KL(N(μ, σ²) ‖ N(0, I))`` is computed from the returned ``mu, logvar`` by
     ``csfgan.losses.kl_divergence``.
     """
 
-    def __init__(self, sentence_dim: int, condition_dim: int):
+    def __init__(self, sentence_dim: int, condition_dim: int, glu: bool = False):
         super().__init__()
         self.condition_dim = condition_dim
-        self.fc = nn.Linear(sentence_dim, 2 * condition_dim)
+        self.glu = glu
+        self.fc = nn.Linear(sentence_dim, (4 if glu else 2) * condition_dim)
 
     def forward(self, sent: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        mu, logvar = self.fc(sent).chunk(2, dim=1)
+        h = self.fc(sent)
+        if self.glu:
+            h = F.glu(h, dim=1)  # first half gated by the sigmoid of the second
+        mu, logvar = h.chunk(2, dim=1)
         if eps is None:
             eps = torch.randn_like(mu)
         return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
@@ -53,30 +59,44 @@ class SentenceFusion(nn.Module):
     """Sentence-level fusion (Eq. 1-2): ``v̄ = γ_c · (v − μ(v)) / σ(v) + β_c`` with γ_c = W(c̄), β_c = B(c̄).
 
     ``c̄ = [c; z]`` is the conditioning-augmented sentence vector ``c`` concatenated with noise
-    ``z ~ N(0, 1)``. Each sentence-fusion layer owns its augmentation and its noise (Figure 3(a)
-    draws the CA inside the fusion block); the generator averages their KL terms.
+    ``z ~ N(0, 1)``. With ``own_conditioning`` the layer has its own augmentation and noise (Figure
+    3(a) draws the CA inside the fusion block); without it the caller passes ``c̄``, which the
+    authors' code computes once (one CA, one z) for both sentence-fusion layers
+    (``model.shared_conditioning``).
     """
 
-    def __init__(self, channels: int, sentence_dim: int, condition_dim: int, noise_dim: int):
+    def __init__(self, channels: int, sentence_dim: int, condition_dim: int, noise_dim: int,
+                 own_conditioning: bool = True):
         super().__init__()
         self.noise_dim = noise_dim
-        self.ca = ConditioningAugmentation(sentence_dim, condition_dim)
+        self.ca = ConditioningAugmentation(sentence_dim, condition_dim) if own_conditioning else None
         self.norm = nn.BatchNorm2d(channels, affine=False)  # μ(v), σ(v) over batch and space (Eq. 2)
         self.gamma = nn.Linear(condition_dim + noise_dim, channels)  # W(·), Eq. 1
         self.beta = nn.Linear(condition_dim + noise_dim, channels)  # B(·), Eq. 1
         _init_modulation(self.gamma, self.beta)
 
     def forward(
-        self, v: Tensor, sent: Tensor, *, z: Tensor | None = None, eps: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """``v`` (B, C, H, W), ``sent`` (B, D) -> (v̄ (B, C, H, W), μ (B, cond), log σ² (B, cond))."""
-        c, mu, logvar = self.ca(sent, eps)
-        if z is None:
-            z = torch.randn(c.shape[0], self.noise_dim, device=c.device, dtype=c.dtype)
-        c_bar = torch.cat([c, z], dim=1)
+        self, v: Tensor, sent: Tensor | None = None, *, c_bar: Tensor | None = None, z: Tensor | None = None,
+        eps: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``v`` (B, C, H, W) and ``sent`` (B, D), or ``c_bar`` (B, cond + noise) when the
+        conditioning is shared -> (v̄ (B, C, H, W), μ, log σ² (B, cond); both None when shared)."""
+        mu = logvar = None
+        if self.ca is not None:
+            c, mu, logvar = self.ca(sent, eps)
+            c_bar = torch.cat([c, draw_noise(c, self.noise_dim, z)], dim=1)
+        elif c_bar is None:
+            raise ValueError("SentenceFusion without its own conditioning augmentation needs c_bar")
         gamma = self.gamma(c_bar)[:, :, None, None]  # Eq. 1
         beta = self.beta(c_bar)[:, :, None, None]
         return gamma * self.norm(v) + beta, mu, logvar  # Eq. 2
+
+
+def draw_noise(c: Tensor, noise_dim: int, z: Tensor | None = None) -> Tensor:
+    """``z`` (B, noise_dim) ~ N(0, 1), drawn on ``c``'s device and dtype unless given."""
+    if z is None:
+        z = torch.randn(c.shape[0], noise_dim, device=c.device, dtype=c.dtype)
+    return z
 
 
 class WordFusion(nn.Module):

@@ -2,33 +2,41 @@
 
 Layers are numbered as the authors count them: the first conv is layer 1. ``cfg.resolution`` = 2^N
 gives N layers (``cfg.num_layers``), so 256 px has the paper's 8, with the side halving from layer 2
-on: 256², 128², ..., 2² (the bottleneck). Base width b, cap m; layer L has ``min(b · 2^(L−1), m)``
-channels (64, 128, 256, 512, 512, ... at the paper scale, the authors' widths).
+on: 256², 128², ..., 2². Base width b, cap m; layer L has ``min(b · 2^(L−1), m)`` channels (64, 128,
+256, 512, 512, ... at the paper scale, the authors' widths).
 
-* layer 1, the input conv: the masked image ``I · (1 − M)`` and the mask ``M`` stacked as 4 channels
-  (so the network knows which zeros are hole and which are dark pixels), a 3×3 conv to ``b`` channels.
-* layers 2..N: a 3×3 conv at the incoming width, then a 4×4 dilated stride-2 conv to the layer's
-  width (Implementation Details), then normalisation, or the fusion the layer is configured with.
+Two block orders (``model.block_order``; docs/deviations.md):
+
+* ``code`` (default): the authors' network, the one Table 2's 82.29 M counts (82,285,971 parameters
+  at the paper scale, to the parameter). Layer 1 is a 3×3 conv of the masked image (3 channels, or 4
+  with ``model.mask_channel``), no activation. Layers 2..N: a 4×4 dilated stride-2 conv to the
+  layer's width, BatchNorm, LeakyReLU, then a 3×3 conv at the lower resolution, then BatchNorm (or the
+  layer's fusion) and LeakyReLU. An innermost level N+1 halves 2² to 1² with a plain 4×4 stride-2 conv
+  and LeakyReLU. The decoder undoes level N+1 with a 4×4 stride-2 transposed conv, then per level
+  N..2 a 3×3 stride-1 transposed conv over [input; skip] at the lower resolution to the next
+  shallower width and a 4×4 stride-2 transposed conv; a 3×3 transposed conv over [output; layer 1]
+  gives RGB, then tanh. The expensive 3×3 convs run at the lower resolution of each level.
+* ``prose``: Implementation Details' "3×3 convolution followed by a 4×4 dilated convolution" (the
+  generator before fidelity round three): the 3×3 at the incoming (higher) resolution, a 2×2
+  innermost level, a decoder of 4×4 transposed conv then 3×3 conv per level, a LeakyReLU after the
+  stem. 2.2× the FLOPs of ``code`` at 256 px.
+
+In both:
+
 * SFM: sentence-level fusion (Eq. 1-2) and/or word-level fusion (Eq. 3) take the place of the
-  normalisation after the dilated conv of the layers named in ``cfg.model.sentence_fusion_layers`` /
+  normalisation closing the layers named in ``cfg.model.sentence_fusion_layers`` /
   ``word_fusion_layers``: at 256 px layers 2, 4 (128², 32²) and 6, 8 (8², 2²), as in the paper. A
   layer with both applies the sentence fusion first (coarse, global condition), then the word fusion.
+  With ``model.shared_conditioning`` one conditioning augmentation (with the authors' GLU) and one z
+  serve every sentence-fusion layer, as in the authors' code; otherwise each layer has its own.
 * baseline text path (``cfg.model.bottleneck_text``): the sentence vector through a linear layer to
-  ``condition_dim`` features, broadcast over the bottleneck and concatenated to it: our stand-in for
-  the modified MMFL baseline of the ablation.
-* decoder: mirrors the encoder, one level per layer N..2, each a 4×4 stride-2 transposed conv (the
-  paper's "deconvolution") at the level's width, then a 3×3 conv to the next shallower layer's width.
-  Every level but the innermost reads its input concatenated with the skip of its encoder layer; a
-  3×3 conv over the last level's output and layer 1's features gives RGB, then tanh.
+  ``condition_dim`` features, broadcast over the innermost level and concatenated to it: our stand-in
+  for the modified MMFL baseline of the ablation.
 
-The paper scale's generator has 82.8 M parameters, +0.6 % from the authors' 82,285,971
-(``csfgan/models/params.py`` says which readings were weighed; docs/deviations.md lists what differs
-from the paper and the authors' code).
-
-Norms and activations are pix2pix's: BatchNorm + LeakyReLU(0.2) in the encoder (no norm on the
-innermost layer unless fused, whose 2×2 statistics are nearly the batch's alone), BatchNorm + ReLU in
-the decoder. BatchNorm matches the batch statistics the fusions use (Eq. 2). Training therefore needs
-a batch of at least 2; eval mode uses running statistics and works on a single image.
+Norms and activations are the authors' (pix2pix's): BatchNorm + LeakyReLU(0.2) in the encoder,
+BatchNorm + ReLU in the decoder. BatchNorm matches the batch statistics the fusions use (Eq. 2).
+Training therefore needs a batch of at least 2; eval mode uses running statistics and works on a
+single image.
 """
 
 from __future__ import annotations
@@ -38,14 +46,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from csfgan.config import ScaleConfig
-from csfgan.models.fusion import SentenceFusion, WordFusion
+from csfgan.models.fusion import ConditioningAugmentation, SentenceFusion, WordFusion, draw_noise
 
 # Recorded in every generator checkpoint and training state and checked when one is loaded: weights
 # of another layout must fail with this name, not with a list of mismatched tensor shapes.
-GENERATOR_ARCHITECTURE = "unet-v2"
+GENERATOR_ARCHITECTURE = "unet-v3"
 ARCHITECTURE_CHANGES = {
     None: "the v1 generator (layers counted from the first dilated layer, 1×1 bottleneck, decoder of "
           "transposed convs only, narrower widths)",
+    "unet-v2": "the v2 generator (the prose block order only, a 4-channel stem, a conditioning "
+               "augmentation per sentence-fusion layer, the discriminators before fidelity round three)",
 }
 
 
@@ -64,8 +74,8 @@ def check_architecture(found: str | None, where: str) -> None:
     was = ARCHITECTURE_CHANGES.get(found, f"generator architecture {found!r}")
     raise CheckpointError(
         f"{where}: holds {was}; this code builds generator architecture {GENERATOR_ARCHITECTURE!r} "
-        f"(layers numbered from the input conv as the authors count, 2×2 bottleneck at 256 px, a decoder "
-        f"mirroring the encoder, the authors' widths; see docs/deviations.md). Retrain the run"
+        f"(model.block_order 'code': the authors' network block for block, 1×1 innermost level at 256 px; "
+        f"'prose': the paper's prose order; see docs/deviations.md). Retrain the run"
     )
 
 
@@ -149,6 +159,38 @@ class DecoderLevel(nn.Sequential):
         )
 
 
+class CodeEncoderLayer(nn.Module):
+    """The authors' encoder layer: 4×4 dilated stride-2 conv to the layer's width → BN → LeakyReLU →
+    3×3 conv at the lower resolution, then (norm or fusion) → LeakyReLU. Biases as the authors' (on)."""
+
+    def __init__(self, in_channels: int, out_channels: int, dilation: int, out_norm: bool):
+        super().__init__()
+        self.conv = nn.Sequential(
+            DilatedStridedConv2d(in_channels, out_channels, 4, stride=2, padding=dilated_padding(dilation),
+                                 dilation=dilation),
+            nn.BatchNorm2d(out_channels),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        self.norm = nn.BatchNorm2d(out_channels) if out_norm else nn.Identity()
+        self.act = nn.LeakyReLU(0.2)
+
+
+class CodeDecoderLevel(nn.Sequential):
+    """The authors' decoder level: 3×3 stride-1 transposed conv over [input; skip] to ``out_channels``
+    → BN → ReLU → 4×4 stride-2 transposed conv → BN → ReLU: the 3×3 runs before the side doubles."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.ConvTranspose2d(in_channels, out_channels, 3, padding=1),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+            nn.ConvTranspose2d(out_channels, out_channels, 4, stride=2, padding=1),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        )
+
+
 class Generator(nn.Module):
     def __init__(self, cfg: ScaleConfig):
         super().__init__()
@@ -158,28 +200,53 @@ class Generator(nn.Module):
         word_dim = sent_dim = cfg.text.hidden_dim
         sentence_layers, word_layers = set(m.sentence_fusion_layers), set(m.word_fusion_layers)
         self.resolution = cfg.resolution
+        self.code_order = m.block_order == "code"
+        self.mask_channel = m.mask_channel
+        stem_in = 4 if m.mask_channel else 3
 
-        self.stem = nn.Sequential(nn.Conv2d(4, ch[1], 3, padding=1), nn.LeakyReLU(0.2))  # layer 1
-        # encoder[i] is layer i + 2.
+        # Layer 1, then encoder[i] = layer i + 2.
+        if self.code_order:
+            self.stem = nn.Sequential(nn.Conv2d(stem_in, ch[1], 3, padding=1))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(stem_in, ch[1], 3, padding=1), nn.LeakyReLU(0.2))
         self.encoder = nn.ModuleList()
         for k in range(2, n + 1):
             fused = k in sentence_layers or k in word_layers
-            out_norm = not fused and k < n
-            self.encoder.append(EncoderLayer(ch[k - 1], ch[k], m.dilation, out_norm))
+            if self.code_order:
+                self.encoder.append(CodeEncoderLayer(ch[k - 1], ch[k], m.dilation, out_norm=not fused))
+            else:
+                self.encoder.append(EncoderLayer(ch[k - 1], ch[k], m.dilation, out_norm=not fused and k < n))
+        # The authors' level N + 1: 2² -> 1² at 256 px, no norm (one value per channel and image).
+        inner = min(m.base_channels * 2 ** n, m.max_channels)
+        self.innermost = (nn.Sequential(nn.Conv2d(ch[n], inner, 4, stride=2, padding=1), nn.LeakyReLU(0.2))
+                          if self.code_order else None)
+
+        shared = m.shared_conditioning and bool(sentence_layers)
+        self.conditioning = ConditioningAugmentation(sent_dim, m.condition_dim, glu=True) if shared else None
+        self.noise_dim = m.noise_dim
         # Keyed by the layer number, as in the config.
-        self.sentence_fusion = nn.ModuleDict(
-            {str(k): SentenceFusion(ch[k], sent_dim, m.condition_dim, m.noise_dim) for k in sorted(sentence_layers)}
-        )
+        self.sentence_fusion = nn.ModuleDict({
+            str(k): SentenceFusion(ch[k], sent_dim, m.condition_dim, m.noise_dim, own_conditioning=not shared)
+            for k in sorted(sentence_layers)
+        })
         self.word_fusion = nn.ModuleDict({str(k): WordFusion(ch[k], word_dim) for k in sorted(word_layers)})
         self.text_projection = nn.Linear(sent_dim, m.condition_dim) if m.bottleneck_text else None
+        text_width = m.condition_dim if m.bottleneck_text else 0
 
-        bottleneck = ch[n] + (m.condition_dim if m.bottleneck_text else 0)
-        # decoder[0] undoes layer N, ..., decoder[N-2] undoes layer 2; all but the innermost take the
-        # previous output concatenated with the skip of the encoder layer they undo.
-        self.decoder = nn.ModuleList(
-            DecoderLevel(bottleneck if k == n else 2 * ch[k], ch[k], ch[k - 1]) for k in range(n, 1, -1)
-        )
-        self.to_rgb = nn.Sequential(nn.Conv2d(2 * ch[1], 3, 3, padding=1), nn.Tanh())
+        if self.code_order:
+            # decoder[0] undoes level N + 1; decoder[i] (i >= 1) undoes layer N + 1 - i over [input; skip].
+            self.decoder = nn.ModuleList([nn.Sequential(
+                nn.ConvTranspose2d(inner + text_width, ch[n], 4, stride=2, padding=1), nn.BatchNorm2d(ch[n]),
+                nn.ReLU())])
+            self.decoder.extend(CodeDecoderLevel(2 * ch[k], ch[k - 1]) for k in range(n, 1, -1))
+            self.to_rgb = nn.Sequential(nn.ConvTranspose2d(2 * ch[1], 3, 3, padding=1), nn.Tanh())
+        else:
+            # decoder[0] undoes layer N, ..., decoder[N-2] undoes layer 2; all but the innermost take the
+            # previous output concatenated with the skip of the encoder layer they undo.
+            self.decoder = nn.ModuleList(
+                DecoderLevel(ch[n] + text_width if k == n else 2 * ch[k], ch[k], ch[k - 1]) for k in range(n, 1, -1)
+            )
+            self.to_rgb = nn.Sequential(nn.Conv2d(2 * ch[1], 3, 3, padding=1), nn.Tanh())
 
     def forward(
         self, image: Tensor, mask: Tensor, sent: Tensor, words: Tensor, word_mask: Tensor
@@ -188,9 +255,10 @@ class Generator(nn.Module):
 
         ``sent`` (B, D), ``words`` (B, D, T), ``word_mask`` (B, T) True at padding (the text encoder's
         outputs). Returns ``(G, I', aux)``: the raw output ``G``, the composite
-        ``I' = I · (1 − M) + G · M`` and ``aux`` with ``ca_mu`` / ``ca_logvar`` ({layer: (B, cond)}, one
-        per sentence-fusion layer, for the optional KL term and the sentence branch's signal-to-noise
-        ratio) and ``word_attention`` ({layer: (B, T, h, w)}, Figure 8).
+        ``I' = I · (1 − M) + G · M`` and ``aux`` with ``ca_mu`` / ``ca_logvar`` ({key: (B, cond)}: one
+        entry per sentence-fusion layer keyed by its number, or one keyed ``"2+4"`` (the layers it
+        serves) when the conditioning is shared; for the optional KL term and the sentence branch's
+        signal-to-noise ratio) and ``word_attention`` ({layer: (B, T, h, w)}, Figure 8).
         """
         if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != image.shape[2:]:
             raise ValueError(
@@ -199,23 +267,37 @@ class Generator(nn.Module):
         if image.shape[-1] != self.resolution or image.shape[-2] != self.resolution:
             raise ValueError(f"generator built for {self.resolution} px, got image {tuple(image.shape)}")
         aux: dict = {"ca_mu": {}, "ca_logvar": {}, "word_attention": {}}
-        x = self.stem(torch.cat([image * (1 - mask), mask], dim=1))
+        masked = image * (1 - mask)
+        x = self.stem(torch.cat([masked, mask], dim=1) if self.mask_channel else masked)
+        c_bar = None
+        if self.conditioning is not None:
+            c, mu, logvar = self.conditioning(sent)
+            key = "+".join(self.sentence_fusion)
+            aux["ca_mu"][key], aux["ca_logvar"][key] = mu, logvar
+            c_bar = torch.cat([c, draw_noise(c, self.noise_dim)], dim=1)  # [c; z], one z for every layer
         skips = [x]  # skips[L - 1]: the output of layer L
         for k, layer in enumerate(self.encoder, start=2):
             x = layer.conv(x)
             if str(k) in self.sentence_fusion:
-                x, aux["ca_mu"][k], aux["ca_logvar"][k] = self.sentence_fusion[str(k)](x, sent)
+                x, mu, logvar = self.sentence_fusion[str(k)](x, sent, c_bar=c_bar)
+                if mu is not None:
+                    aux["ca_mu"][k], aux["ca_logvar"][k] = mu, logvar
             if str(k) in self.word_fusion:
                 x, aux["word_attention"][k] = self.word_fusion[str(k)](x, words, word_mask)
             x = layer.act(layer.norm(x))
             skips.append(x)
+        if self.innermost is not None:
+            x = self.innermost(x)
 
         if self.text_projection is not None:
             t = self.text_projection(sent)[:, :, None, None].expand(-1, -1, *x.shape[2:])
             x = torch.cat([x, t], dim=1)
+        # Code order: decoder[0] maps level N + 1 back to layer N's side, then level i reads skip N + 1 - i.
+        # Prose order: decoder[0] undoes layer N itself, then level i reads skip N - i.
+        offset = 0 if self.code_order else 1
         for i, up in enumerate(self.decoder):
             if i > 0:
-                x = torch.cat([x, skips[len(skips) - 1 - i]], dim=1)
+                x = torch.cat([x, skips[len(skips) - i - offset]], dim=1)
             x = up(x)
         raw = self.to_rgb(torch.cat([x, skips[0]], dim=1))
-        return raw, image * (1 - mask) + raw * mask, aux
+        return raw, masked + raw * mask, aux

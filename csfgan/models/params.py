@@ -2,21 +2,15 @@
 
 The paper's 82.29 M is the generator alone: instantiating the authors' InpaintNet gives 82,285,971
 parameters (their discriminators add 5.66 M more). So the generator is compared with it, and the
-discriminators and the frozen text encoder are counted separately, never added in. At the paper
-scale (``load_scale("paper")`` + variant ``full``: 256 px, base 64, cap 512) our generator has
-82,795,475 (+0.62 %); the global and word-level discriminators have 11.15 M and 2.95 M.
+discriminators and the frozen text encoder are counted separately, never added in.
 
-We could read the authors' layer list only through its description (3×3 conv and 4×4 dilated conv per
-encoder layer, 3×3 and 4×4 (de)convolutions per decoder layer, 8 layers counting the input conv,
-widths 64, 128, 256, 512, ...). Readings weighed, generator alone, fusion included:
-
-* the reading used: 7 downsampling layers after the input conv (2×2 bottleneck), the 4×4 dilated conv
-  widening, decoder levels of a 4×4 transposed conv over [input; skip] then a 3×3 conv narrowing:
-  82.80 M (+0.6 %);
-* the same with the 3×3 conv widening instead: 86.3 M; the decoder's transposed conv narrowing: 76.5 M;
-* 8 downsampling layers (to 1×1) with these widths: 84.8 M with transposed convs only, 86.5-104 M
-  with a 3×3 conv per decoder level, 81.4 M only if skips are added instead of concatenated;
-* the v1 generator (8 downsampling layers, widths 64, 64, 128, ..., transposed convs only): 70.06 M.
+At the paper scale (``load_scale("paper")`` + variant ``full``) our generator in the authors' block
+order (``model.block_order: code``, the default) has exactly 82,285,971 parameters, module for module
+the authors' (``AUTHORS_GENERATOR_MODULES``; tests/test_models.py compares every entry). Options
+that deviate keep their delta documented: ``model.mask_channel: true`` adds 576 (a 4th input
+channel of the 3×3 stem); ``model.block_order: prose`` (the paper's "3×3 followed by 4×4 dilated",
+2×2 innermost, with ``shared_conditioning: false`` and the mask channel: the generator before
+fidelity round three) has 82,795,475, +0.62 %, at 2.18× the forward FLOPs.
 
 Build with ``torch.device("meta")`` so counting the 256 px model costs no memory or init time.
 """
@@ -32,6 +26,18 @@ from csfgan.models.generator import Generator
 
 PAPER_REPORTED_PARAMETERS = 82.29e6  # Table 2, CSF-GAN on CUB-200-2011: the generator alone
 AUTHORS_GENERATOR_PARAMETERS = 82_285_971  # the authors' InpaintNet, as instantiated from their code
+# The authors' InpaintNet (RefineNet) by module, counted from their code at 256 px, in
+# ``parameter_breakdown``'s keys: en_1; en_2..en_8 without their modulation layers; en_9; de_9..de_1;
+# CA_NET with the modulation of en_2, en_4 (sentence) and en_6, en_8 (word attention + 1×1 γ/β).
+AUTHORS_GENERATOR_MODULES = {
+    "generator.stem": 1_792,
+    "generator.encoder": 32_077_824,
+    "generator.innermost": 4_194_816,
+    "generator.conditioning": 102_800,
+    "generator.sentence_fusion": 257_280,
+    "generator.word_fusion": 1_312_768,
+    "generator.decoder": 44_338_691,
+}
 
 
 def count_parameters(module: nn.Module | None) -> int:
@@ -44,9 +50,12 @@ def count_parameters(module: nn.Module | None) -> int:
 def parameter_breakdown(cfg: ScaleConfig) -> dict[str, int]:
     """Trainable parameters of the generator (by part, then whole) and of each discriminator.
 
-    Keys: ``generator.encoder`` (input conv + encoder layers), ``generator.decoder`` (decoder levels
-    + output conv), ``generator.sentence_fusion``, ``generator.word_fusion``,
-    ``generator.text_projection``, ``generator`` (what the paper's 82.29 M counts),
+    Keys: ``generator.stem`` (layer 1, the input conv), ``generator.encoder`` (layers 2..N without
+    their fusions), ``generator.innermost`` (the code order's level N + 1; 0 in the prose order),
+    ``generator.conditioning`` (the shared conditioning augmentation; 0 when each sentence-fusion layer
+    has its own, counted in ``sentence_fusion`` then), ``generator.decoder`` (decoder levels + output
+    conv), ``generator.sentence_fusion``, ``generator.word_fusion``, ``generator.text_projection``,
+    ``generator`` (what the paper's 82.29 M counts),
     ``global_discriminator``, ``word_level_discriminator`` (0 when the variant has none) and
     ``discriminators``. No grand total: the paper's figure is the generator's, and adding the
     discriminators to it compared unlike with like. The frozen text encoder is counted by its owner.
@@ -56,7 +65,10 @@ def parameter_breakdown(cfg: ScaleConfig) -> dict[str, int]:
         d = GlobalDiscriminator(cfg)
         wd = WordLevelDiscriminator(cfg) if cfg.model.word_level_discriminator else None
     out = {
-        "generator.encoder": count_parameters(g.stem) + count_parameters(g.encoder),
+        "generator.stem": count_parameters(g.stem),
+        "generator.encoder": count_parameters(g.encoder),
+        "generator.innermost": count_parameters(g.innermost),
+        "generator.conditioning": count_parameters(g.conditioning),
         "generator.decoder": count_parameters(g.decoder) + count_parameters(g.to_rgb),
         "generator.sentence_fusion": count_parameters(g.sentence_fusion),
         "generator.word_fusion": count_parameters(g.word_fusion),
