@@ -125,7 +125,8 @@ class LossConfig:
     # Conditioning-augmentation KL term (StackGAN/AttnGAN use 1). In neither the paper nor the authors'
     # code, and with it the sentence branch collapsed to noise (docs/deviations.md): off; variant `kl`.
     kl: float = 0.0
-    perceptual_layers: list[str] = field(default_factory=lambda: ["relu1_2", "relu2_2", "relu3_3"])
+    # Eq. 7's "selected VGG layers": the authors' pool1, pool2, pool3 (the paper is silent).
+    perceptual_layers: list[str] = field(default_factory=lambda: ["pool1", "pool2", "pool3"])
     # Which network the perceptual loss uses: "vgg16" (ImageNet weights from the torch cache or
     # ``perceptual_weights_path``) with ``perceptual_fallback`` used, and recorded, when none load.
     perceptual_network: str = "vgg16"

@@ -49,6 +49,7 @@ from csfgan.io import remove_stale_temporaries, write_json
 from csfgan.lock import command_line, output_lock
 from csfgan.losses import GeneratorLoss
 from csfgan.models.damsm import DamsmImageEncoder
+from csfgan import readings
 from csfgan.models.generator import GENERATOR_ARCHITECTURE, Generator, check_architecture
 from csfgan.models.text import TextEncoder, empty_captions, padding_mask
 from csfgan.provenance import file_sha256, provenance
@@ -286,6 +287,9 @@ def _set_up(data: Path, text_encoder: Path, variant: str, scale: str, out: Path,
     record["data_manifest_sha256"] = prepared.manifest_sha256
     record["world_size"] = world
     record["architecture"] = GENERATOR_ARCHITECTURE
+    # Which reading (paper / authors' code) each paper-versus-code setting follows, and the run's as a whole.
+    record["reading"] = readings.summary(cfg)
+    record["readings"] = readings.run_readings(cfg)
 
     torch.manual_seed(seed)  # the same initial weights on every rank
     models = Models(cfg).to(dev)

@@ -132,7 +132,7 @@ def test_perceptual_loss_loads_vgg16_from_the_configured_file(vgg_file, empty_hu
     saved = torch.load(vgg_file, weights_only=True)
     for i in (0, 14):  # conv1_1 and conv3_3 carry the file's weights
         torch.testing.assert_close(loss.vgg.features[i].weight, saved[f"features.{i}.weight"])
-    assert len(loss.vgg.features) == 16  # up to relu3_3, the deepest default layer
+    assert len(loss.vgg.features) == 17  # up to pool3, the deepest default layer (the authors')
     assert not any(p.requires_grad for p in loss.parameters())
     real = torch.rand(2, 3, 32, 32) * 2 - 1
     fake = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_()

@@ -73,7 +73,8 @@ PAPER_TABLE2: dict[str, tuple[str, str]] = {
 REPORTED_META = {"fid_features": "inception-v3 (paper)", "perceptual_source": "vgg16 (paper)",
                  "scale": "paper (256 px)"}
 
-VARIANT_LABELS = {"baseline": "baseline", "sfm": "baseline+SFM", "wld": "baseline+WLD", "full": "CSF-GAN (full)"}
+VARIANT_LABELS = {"baseline": "baseline", "sfm": "baseline+SFM", "wld": "baseline+WLD", "full": "CSF-GAN (full)",
+                  "authors-code": "CSF-GAN, authors' code reading"}
 
 
 def dataset_label(dataset: str) -> str:
@@ -87,7 +88,7 @@ def dataset_label(dataset: str) -> str:
 def ours_label(name: str) -> str:
     """Row label of one of our runs beside reported rows (Tables 1 and 2)."""
     variant, _ = split_run_name(name)
-    return ("CSF-GAN" if variant == "full" else variant_label(name)) + " (ours, measured)"
+    return ("CSF-GAN, paper reading" if variant == "full" else variant_label(name)) + " (ours, measured)"
 
 
 def variant_label(name: str) -> str:
