@@ -439,7 +439,8 @@ def table2(runs: Runs, title: str) -> Table:
         "Parameters: trainable parameters of the generator alone, as the paper's 82.29M counts (the authors' "
         "InpaintNet has 82,285,971); the discriminators and the frozen, DAMSM-pretrained text encoder are not "
         "included (`csfgan params` lists them). Counted from the variant's config at the run's scale and at the "
-        "paper scale (256 px, base 64, cap 512), where CSF-GAN's generator has 82.80M (+0.6%); the reported "
+        "paper scale (256 px, base 64, cap 512), where CSF-GAN's generator in the authors' block order has "
+        "82,285,971, theirs to the parameter (the prose order, model.block_order: prose, 82.80M); the reported "
         "MMFL and ALMR figures may count differently.",
         f"Training time: wall-clock of the training loop on this harness's machines (device "
         f"'{runs.device}') at scale '{p.scale.name}'; the paper's hours are its own 256 px GPU runs on "
