@@ -216,7 +216,7 @@ def bench_scale(scale: str, variant: str = "full", *, batch: int | None = None, 
 
     per_image = {
         "generator_forward": _flops(lambda: models.generator(x.image, x.mask, sent, words, word_mask)) / b,
-        "global_discriminator_forward": _flops(lambda: models.global_d(x.image)) / b,
+        "global_discriminator_forward": _flops(lambda: models.global_d.score(x.image, x.image)) / b,
         "word_level_discriminator_forward": (
             _flops(lambda: models.word_d(x.image, x.mask, words, word_mask)) / b if models.word_d else 0),
         "perceptual_forward": (_flops(lambda: loss_fn.perceptual.features(x.image)) / b

@@ -7,11 +7,16 @@ Conventions:
 * ``‖·‖₁`` is taken as the mean absolute error (per element), as common implementations do, so
   the λ weights do not depend on the resolution.
 * Adversarial terms work on logits (global D) and log-probabilities (word-level D), in the
-  softplus / log1mexp forms that never take the log of a rounded probability. The generator's
-  adversarial terms keep the graph to the generator: nothing here detaches ``fake`` (the authors'
-  public code does, so its generator never receives adversarial gradient). Detaching the fake
-  batch for the discriminator step is the caller's job.
-* ``GeneratorLoss`` builds only the terms whose weight is > 0 (no VGG is built when λ_per = 0).
+  softplus / log1mexp forms that never take the log of a rounded probability. By default the
+  generator's adversarial terms keep the graph to the generator (Eq. 10 trains G through D);
+  ``loss.detach_adversarial`` gives the authors' public code, which detaches the output there, so its
+  generator never receives adversarial gradient. Detaching the fake batch for the discriminator step
+  is the caller's job.
+* ``GeneratorLoss`` builds only the terms whose weight is > 0 (no VGG is built when λ_per = λ_style = 0).
+* Where the authors' code departs from the paper, a key selects it (``loss.gan_form``,
+  ``loss.tv_form``, ``loss.edge_operator``, ``loss.style``, ``loss.perceptual_imagenet_normalize``,
+  ``loss.detach_adversarial``); the defaults are the paper's and ``csfgan.readings`` records which
+  reading a run follows.
 * Besides Eq. 12 the generator is trained with the text-matching loss Section 3.1 names (the DAMSM
   word and sentence loss of the output, weight 0.001 in the authors' code; ``text_matching_loss``).
   The KL term of conditioning augmentation is in neither the paper nor the authors' code and is off
@@ -59,6 +64,20 @@ def total_variation_loss(image: Tensor) -> Tensor:
     return above + left
 
 
+# The authors' TotalVariationLoss kernel: up + left − 2 · centre, per channel.
+_AUTHORS_TV_KERNEL = torch.tensor([[0.0, 1.0, 0.0], [1.0, -2.0, 0.0], [0.0, 0.0, 0.0]])
+
+
+def authors_hole_tv_loss(image: Tensor, mask: Tensor) -> Tensor:
+    """L_tv as the authors' code computes it (``loss.tv_form: authors-hole``), not Eq. 8's: each channel
+    convolved (zero padding 1) with [[0, 1, 0], [1, −2, 0], [0, 0, 0]] (the pixel above plus the pixel
+    to the left minus twice the pixel), multiplied by the hole ``mask`` (B, 1, H, W), then the mean
+    |·| over every element, hole or not, as their code takes it."""
+    c = image.shape[1]
+    kernel = _AUTHORS_TV_KERNEL.to(image)[None, None].expand(c, 1, 3, 3)
+    return (F.conv2d(image, kernel, padding=1, groups=c) * mask).abs().mean()
+
+
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
@@ -76,10 +95,26 @@ def sobel(image: Tensor) -> Tensor:
     return torch.cat([grads[:, 0::2], grads[:, 1::2]], dim=1)
 
 
-def edge_loss(real: Tensor, fake: Tensor) -> Tensor:
-    """L_edge = ‖S(I) − S(I')‖₁ with S the Sobel operator (Eq. 9; the paper's operator, not the
-    Laplacian of the authors' code)."""
-    return F.l1_loss(sobel(fake), sobel(real))
+_LAPLACIAN_8 = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]]) / 3
+
+
+def laplacian_rgb(image: Tensor) -> Tensor:
+    """The authors' EdgeLoss operator: a 3→3 conv (zero padding 1) whose every (output, input) pair is
+    the 8-neighbour Laplacian / 3, so each output channel is the Laplacian of the sum of the input
+    channels; (B, 3, H, W) -> (B, 3, H, W)."""
+    c = image.shape[1]
+    kernel = _LAPLACIAN_8.to(image)[None, None].expand(c, c, 3, 3)
+    return F.conv2d(image, kernel, padding=1)
+
+
+EDGE_OPERATORS = {"sobel": sobel, "laplacian-rgb": laplacian_rgb}
+
+
+def edge_loss(real: Tensor, fake: Tensor, operator: str = "sobel") -> Tensor:
+    """L_edge = ‖S(I) − S(I')‖₁ (Eq. 9). ``operator`` (``loss.edge_operator``): ``"sobel"``, the paper's
+    Sobel operator (default), or ``"laplacian-rgb"``, the authors' code's RGB-summed Laplacian."""
+    op = EDGE_OPERATORS[operator]
+    return F.l1_loss(op(fake), op(real))
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -130,16 +165,65 @@ def sentence_snr(mu: Tensor, logvar: Tensor) -> Tensor:
     return (mu.var(dim=0) / var.mean(dim=0).clamp_min(1e-12)).mean()
 
 
-def generator_gan_loss(fake_logits: Tensor, fake_word_log_prob: Tensor | None = None) -> Tensor:
+GAN_FORMS = ("bce", "relativistic-ls")
+
+
+def relativistic_ls_generator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The global adversarial term of the authors' code for G (``loss.gan_form: relativistic-ls``):
+    relativistic average least squares, ``½ (E[(y_r − E y_f + 1)²] + E[(y_f − E y_r − 1)²])`` with
+    ``y_r = D([I, I'])`` and ``y_f = D([I', I])`` (the pair on the channels); the means run over
+    images and patches."""
+    return ((real_logits - fake_logits.mean() + 1).pow(2).mean()
+            + (fake_logits - real_logits.mean() - 1).pow(2).mean()) / 2
+
+
+def relativistic_ls_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The authors' code's D counterpart of ``relativistic_ls_generator_loss``: the targets swapped,
+    ``½ (E[(y_r − E y_f − 1)²] + E[(y_f − E y_r + 1)²])``."""
+    return ((real_logits - fake_logits.mean() - 1).pow(2).mean()
+            + (fake_logits - real_logits.mean() + 1).pow(2).mean()) / 2
+
+
+def generator_global_gan_loss(fake_logits: Tensor, real_logits: Tensor | None = None, form: str = "bce") -> Tensor:
+    """The global D's part of L_G: ``"bce"``, −E[log D(I')] = E[softplus(−logit)] (Eq. 10, averaged over
+    the patches of a patch D), or ``"relativistic-ls"`` (the authors' code), which also needs
+    ``real_logits`` = D([I, I'])."""
+    if form == "bce":
+        return F.softplus(-fake_logits).mean()
+    if form == "relativistic-ls":
+        if real_logits is None:
+            raise ValueError("generator_gan_loss: the relativistic form needs the real pair's logits too")
+        return relativistic_ls_generator_loss(real_logits, fake_logits)
+    raise ValueError(f"loss.gan_form: unknown {form!r}; one of {', '.join(GAN_FORMS)}")
+
+
+def generator_gan_loss(fake_logits: Tensor, fake_word_log_prob: Tensor | None = None, *,
+                       real_logits: Tensor | None = None, form: str = "bce") -> Tensor:
     """L_G = −E[log D(I') + log D(I', w)] (Eq. 10), the D(I', w) term only when it is given.
 
     ``fake_logits`` are the global discriminator's logits, so −log D = softplus(−logit);
-    ``fake_word_log_prob`` is log D(I', w) from the word-level discriminator.
+    ``fake_word_log_prob`` is log D(I', w) from the word-level discriminator. ``form`` (``loss.gan_form``)
+    ``"relativistic-ls"`` replaces the global part by the authors' code's relativistic least squares
+    (``fake_logits`` = D([I', I]), ``real_logits`` = D([I, I'])); the word part is −E[log D(I', w)]
+    either way, as their code's BCE(D(I', w), 1).
     """
-    loss = F.softplus(-fake_logits).mean()
+    loss = generator_global_gan_loss(fake_logits, real_logits, form)
     if fake_word_log_prob is not None:
         loss = loss - fake_word_log_prob.mean()
     return loss
+
+
+def check_pairing(global_d: GlobalDiscriminator, form: str) -> None:
+    """The relativistic form needs a D built for pairs and the BCE form one for single images; a mismatch
+    (networks and loss from different configs) would silently score the wrong input."""
+    if global_d.paired != (form == "relativistic-ls"):
+        raise ValueError(f"loss.gan_form {form!r} with a global discriminator built for "
+                         f"{'pairs' if global_d.paired else 'single images'}: build both from one config")
+
+
+def word_discriminator_loss(real_word_log_prob: Tensor, fake_word_log_prob: Tensor) -> Tensor:
+    """The word-level part of Eq. 11: −E[log D(I, w)] − E[log(1 − D(I', w))]."""
+    return -real_word_log_prob.mean() - log_one_minus_exp(fake_word_log_prob).mean()
 
 
 def discriminator_loss(
@@ -147,18 +231,29 @@ def discriminator_loss(
     fake_logits: Tensor,
     real_word_log_prob: Tensor | None = None,
     fake_word_log_prob: Tensor | None = None,
+    *,
+    form: str = "bce",
 ) -> Tensor:
     """L_D = −E[log D(I) + log D(I, w)] − E[log(1 − D(I')) + log(1 − D(I', w))] (Eq. 11).
 
     Eq. 11 as printed adds ``+E[log(1 − D(I'))]``; minimising that would push D(I') towards 1, so
     the sign is a typo: we minimise the standard cross-entropy. The word terms are used when both
-    are given.
+    are given. With a patch D the logits are (B, patches) and the means run over both.
+
+    ``form="relativistic-ls"`` (``loss.gan_form``) is the authors' code instead: ``real_logits`` =
+    D([I, I']), ``fake_logits`` = D([I', I]), the global part ``relativistic_ls_discriminator_loss``
+    and the word part halved, as their code averages its two BCE terms.
     """
-    loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
     if (real_word_log_prob is None) != (fake_word_log_prob is None):
         raise ValueError("discriminator_loss: give both word-level log-probabilities (real and fake) or neither")
+    if form == "bce":
+        loss, word_weight = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean(), 1.0
+    elif form == "relativistic-ls":
+        loss, word_weight = relativistic_ls_discriminator_loss(real_logits, fake_logits), 0.5
+    else:
+        raise ValueError(f"loss.gan_form: unknown {form!r}; one of {', '.join(GAN_FORMS)}")
     if real_word_log_prob is not None:
-        loss = loss - real_word_log_prob.mean() - log_one_minus_exp(fake_word_log_prob).mean()
+        loss = loss + word_weight * word_discriminator_loss(real_word_log_prob, fake_word_log_prob)
     return loss
 
 
@@ -206,11 +301,14 @@ def _load_state_dict(path: Path) -> dict:
 class VGG16Features(nn.Module):
     """Frozen ``vgg16().features`` up to the deepest requested layer, returning those layers' outputs.
 
-    Inputs are in [−1, 1]; they are mapped to [0, 1] and ImageNet-normalised as VGG was trained.
+    Inputs are in [−1, 1]; with ``imagenet_normalize`` (``loss.perceptual_imagenet_normalize``, the
+    default) they are mapped to [0, 1] and ImageNet-normalised as VGG was trained; without it they
+    enter VGG as they are, as the authors' code feeds them.
     """
 
-    def __init__(self, layers: Sequence[str], weights_path: Path):
+    def __init__(self, layers: Sequence[str], weights_path: Path, imagenet_normalize: bool = True):
         super().__init__()
+        self.imagenet_normalize = imagenet_normalize
         names = _vgg16_layer_names()
         unknown = [name for name in layers if name not in names]
         if unknown or not layers:
@@ -236,7 +334,7 @@ class VGG16Features(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: Tensor) -> list[Tensor]:
-        x = ((image + 1) / 2 - self.mean) / self.std
+        x = ((image + 1) / 2 - self.mean) / self.std if self.imagenet_normalize else image
         out = []
         for i, layer in enumerate(self.features):
             x = layer(x)
@@ -269,16 +367,17 @@ class PerceptualLoss(nn.Module):
         fallback_name = (cfg.perceptual_fallback or "").strip()
         has_fallback_name = fallback_name.lower() not in NO_FALLBACK
 
+        norm = cfg.perceptual_imagenet_normalize
         if cfg.perceptual_network == "vgg16":
             if cfg.perceptual_weights_path:
                 path = Path(cfg.perceptual_weights_path).expanduser()
                 if not path.is_file():
                     raise PerceptualWeightsError(f"loss.perceptual_weights_path: no such file {path}")
-                self.vgg, self.source = VGG16Features(cfg.perceptual_layers, path), f"vgg16:{path}"
+                self.vgg, self.source = VGG16Features(cfg.perceptual_layers, path, norm), f"vgg16:{path}"
                 return
             cached = imagenet_vgg16_cache_path()
             if cached.is_file():
-                self.vgg, self.source = VGG16Features(cfg.perceptual_layers, cached), f"vgg16-imagenet:{cached}"
+                self.vgg, self.source = VGG16Features(cfg.perceptual_layers, cached, norm), f"vgg16-imagenet:{cached}"
                 return
             tried = f"no VGG16 weights: loss.perceptual_weights_path is unset and {cached} does not exist"
         elif has_fallback_name and cfg.perceptual_network == fallback_name:
@@ -310,12 +409,39 @@ class PerceptualLoss(nn.Module):
         """Whether the features come from ``extractor`` (the fallback passed in, not VGG16)."""
         return self.vgg is None and self._fallback == extractor
 
-    def forward(self, real: Tensor, fake: Tensor, fake_features: Sequence[Tensor] | None = None) -> Tensor:
-        """``fake_features``: ``self.features(fake)`` when the caller already has them."""
+    def feature_pair(self, real: Tensor, fake: Tensor, fake_features: Sequence[Tensor] | None = None,
+                     ) -> tuple[Sequence[Tensor], list[Tensor]]:
+        """(φ(I'), φ(I)): the output's features with their graph, the real image's without one.
+        ``fake_features``: ``self.features(fake)`` when the caller already has them."""
         with torch.no_grad():
             targets = [t.detach() for t in self.features(real)]
-        fake_features = self.features(fake) if fake_features is None else fake_features
-        return sum(F.l1_loss(f, t) for f, t in zip(fake_features, targets, strict=True))
+        return (self.features(fake) if fake_features is None else fake_features), targets
+
+    def forward(self, real: Tensor, fake: Tensor, fake_features: Sequence[Tensor] | None = None) -> Tensor:
+        """``fake_features``: ``self.features(fake)`` when the caller already has them."""
+        return perceptual_distance(*self.feature_pair(real, fake, fake_features))
+
+
+def perceptual_distance(fake_features: Sequence[Tensor], real_features: Sequence[Tensor]) -> Tensor:
+    """Σ_j ‖φ_j(I) − φ_j(I')‖₁ over the selected layers (Eq. 7)."""
+    return sum(F.l1_loss(f, t) for f, t in zip(fake_features, real_features, strict=True))
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """``F Fᵀ / (C · H · W)`` per image: (B, C, H, W) -> (B, C, C) (the authors' StyleLoss.gram)."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def style_loss(fake_features: Sequence[Tensor], real_features: Sequence[Tensor]) -> Tensor:
+    """L_style = Σ_j ‖G(φ_j(I')) − G(φ_j(I))‖₁ with G the Gram matrix, over the perceptual loss's layers:
+    the authors' code's StyleLoss (weight 3.0 there, ``loss.style``); not in the paper's Eq. 12, so
+    off by default. Computed in fp32 (autocast off): each Gram entry sums H·W products."""
+    device = fake_features[0].device.type
+    with torch.autocast(device, enabled=False):
+        return sum(F.l1_loss(gram_matrix(f.float()), gram_matrix(t.float()))
+                   for f, t in zip(fake_features, real_features, strict=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,12 +450,15 @@ class PerceptualLoss(nn.Module):
 
 class GeneratorLoss(nn.Module):
     """λ_rec L_rec + λ_per L_per + λ_tv L_tv + λ_edge L_edge + λ_G L_G (Eq. 12) + λ_match L_match
-    (Section 3.1) + λ_kl KL (optional CA term, off by default).
+    (Section 3.1) + λ_kl KL (optional CA term, off by default) + λ_style L_style (the authors' code,
+    off by default).
 
     Only terms with weight > 0 are built and computed; the KL term also needs sentence fusion (the
     conditioning augmentation lives there), the D(I', w) part of L_G the word-level discriminator
     (``model.word_level_discriminator``), and L_match the frozen DAMSM image encoder
-    (``damsm_image``). ``terms`` lists what was built.
+    (``damsm_image``). L_per and L_style share one feature pass. ``terms`` lists what was built.
+    The readings of the authors' code are selected by ``loss.tv_form``, ``loss.edge_operator``,
+    ``loss.gan_form`` and ``loss.detach_adversarial`` (module docstring).
     """
 
     def __init__(self, cfg: ScaleConfig, perceptual_fallback: FeatureExtractor | None = None,
@@ -346,12 +475,16 @@ class GeneratorLoss(nn.Module):
                 ("gan", lc.gan),
                 ("match", lc.match),
                 ("kl", lc.kl if cfg.model.sentence_fusion_layers else 0.0),
+                ("style", lc.style),
             )
             if w > 0
         }
         self.terms = tuple(self.weights)
         self.word_level = "gan" in self.weights and cfg.model.word_level_discriminator
-        self.perceptual = PerceptualLoss(lc, perceptual_fallback) if "per" in self.weights else None
+        self.tv_form, self.edge_operator = lc.tv_form, lc.edge_operator
+        self.gan_form, self.detach_adversarial = lc.gan_form, lc.detach_adversarial
+        uses_features = "per" in self.weights or "style" in self.weights
+        self.perceptual = PerceptualLoss(lc, perceptual_fallback) if uses_features else None
         damsm = cfg.text.damsm
         self.match_gammas = (damsm.gamma1, damsm.gamma2, damsm.gamma3)
         if "match" in self.weights and damsm_image is None:
@@ -383,7 +516,8 @@ class GeneratorLoss(nn.Module):
         """``real`` I and ``fake`` I' (the composite, with its graph to the generator).
 
         ``aux`` is the generator's aux output (for KL); ``global_d`` / ``word_d`` are the current
-        discriminators (for L_G), ``mask``, ``words``, ``word_mask`` what D(I', w) needs; L_match also
+        discriminators (for L_G; the relativistic form pairs I' with ``real``), ``mask``, ``words``,
+        ``word_mask`` what D(I', w) needs (``mask`` also the authors' hole TV); L_match also
         takes ``sent`` and the batch's ``class_ids`` (None: every other caption is a negative).
         Returns the weighted total and the unweighted value of every built term (detached, for
         logging), with ``gan_global`` / ``gan_word`` splitting ``gan``.
@@ -394,25 +528,38 @@ class GeneratorLoss(nn.Module):
             fake_features, *embeddings = self._damsm_image.features_and_embeddings(fake)
         if "rec" in self.weights:
             values["rec"] = reconstruction_loss(real, fake)
-        if "per" in self.weights:
-            values["per"] = self.perceptual(real, fake, fake_features)
+        if self.perceptual is not None:
+            fakes, targets = self.perceptual.feature_pair(real, fake, fake_features)
+            if "per" in self.weights:
+                values["per"] = perceptual_distance(fakes, targets)
+            if "style" in self.weights:
+                values["style"] = style_loss(fakes, targets)
         if "tv" in self.weights:
-            values["tv"] = total_variation_loss(fake)
+            if self.tv_form == "authors-hole":
+                if mask is None:
+                    raise ValueError("GeneratorLoss: loss.tv_form 'authors-hole' needs the mask")
+                values["tv"] = authors_hole_tv_loss(fake, mask)
+            else:
+                values["tv"] = total_variation_loss(fake)
         if "edge" in self.weights:
-            values["edge"] = edge_loss(real, fake)
+            values["edge"] = edge_loss(real, fake, self.edge_operator)
         if "gan" in self.weights:
             if global_d is None:
                 raise ValueError("GeneratorLoss: loss.gan > 0 needs global_d")
-            logits = global_d(fake)
+            check_pairing(global_d, self.gan_form)
+            # The authors' code: the adversarial terms see the output detached, so no gradient reaches G.
+            judged = fake.detach() if self.detach_adversarial else fake
+            logits = global_d.score(judged, real)
+            real_logits = global_d.score(real, judged) if self.gan_form == "relativistic-ls" else None
             word_log_prob = None
             if self.word_level:
                 if word_d is None or mask is None or words is None or word_mask is None:
                     raise ValueError(
                         "GeneratorLoss: the word-level discriminator needs word_d, mask, words and word_mask"
                     )
-                word_log_prob = word_d(fake, mask, words, word_mask)
-            values["gan"] = generator_gan_loss(logits, word_log_prob)
-            extra = {"gan_global": F.softplus(-logits).mean().detach()}
+                word_log_prob = word_d(judged, mask, words, word_mask)
+            values["gan"] = generator_gan_loss(logits, word_log_prob, real_logits=real_logits, form=self.gan_form)
+            extra = {"gan_global": generator_global_gan_loss(logits, real_logits, self.gan_form).detach()}
             if word_log_prob is not None:
                 extra["gan_word"] = -word_log_prob.mean().detach()
         if "match" in self.weights:

@@ -1,4 +1,5 @@
-"""One training step: an alternating D step (Eq. 11) and G step (Eq. 12) of the networks one variant trains.
+"""One training step: a D step (Eq. 11) and a G step (Eq. 12), in ``train.update_order``, of the networks
+one variant trains.
 
 ``csfgan train`` runs it in its loop and ``csfgan bench`` times it, so the benchmark measures exactly the
 training step; neither depends on the other.
@@ -14,7 +15,7 @@ from torch import nn
 
 from csfgan.config import ScaleConfig
 from csfgan.errors import UserError
-from csfgan.losses import GeneratorLoss, discriminator_loss, sentence_snr
+from csfgan.losses import GeneratorLoss, check_pairing, discriminator_loss, sentence_snr
 from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator
 from csfgan.models.generator import Generator
 
@@ -31,6 +32,7 @@ class Models(nn.Module):
         self.generator = Generator(cfg)
         self.global_d = GlobalDiscriminator(cfg)
         self.word_d = WordLevelDiscriminator(cfg) if cfg.model.word_level_discriminator else None
+        self.update_order = cfg.train.update_order  # training_step's default order
 
     def discriminator_parameters(self):
         yield from self.global_d.parameters()
@@ -67,45 +69,79 @@ def training_precision(cfg: ScaleConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.amp else contextlib.nullcontext()
 
 
-def training_step(models: Models, loss_fn: GeneratorLoss, opt_g, opt_d, real, mask, words, sent, word_mask, *,
-                  class_ids=None, amp=None, world: int = 1, step: int = 0,
-                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One alternating D step (Eq. 11) and G step (Eq. 12); returns the D loss and the G terms, with
-    ``sentence_snr/<layer>`` (``csfgan.losses.sentence_snr``) for each sentence-fusion layer.
-
-    Also what ``csfgan bench`` times, so the benchmark measures exactly the training step.
-    """
-    amp = amp if amp is not None else contextlib.nullcontext()
-    # One generator forward serves both steps: D sees it detached, G keeps its graph.
+def _discriminator_step(models: Models, loss_fn: GeneratorLoss, opt_d, real, fake_d, mask, words, word_mask, *,
+                        amp, world: int, step: int) -> torch.Tensor:
+    """One D update (Eq. 11, or the authors' relativistic form) on the detached output ``fake_d``."""
+    check_pairing(models.global_d, loss_fn.gan_form)
     with amp:
-        _, fake, aux = models.generator(real, mask, sent, words, word_mask)
-
-    with amp:
-        fake_d = fake.detach()
         real_word = fake_word = None
         if models.word_d is not None:
             real_word = models.word_d(real, mask, words, word_mask)
             fake_word = models.word_d(fake_d, mask, words, word_mask)
-        loss_d = discriminator_loss(models.global_d(real), models.global_d(fake_d), real_word, fake_word)
+        # ``score`` pairs each image with the other for the relativistic D and ignores the partner otherwise.
+        real_logits = models.global_d.score(real, fake_d)
+        fake_logits = models.global_d.score(fake_d, real)
+        loss_d = discriminator_loss(real_logits, fake_logits, real_word, fake_word, form=loss_fn.gan_form)
     _check_finite({"d": loss_d}, step, "discriminator")
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     _average_gradients(models.discriminator_parameters(), world)
     opt_d.step()
+    return loss_d
 
-    # G step through the just-updated discriminators (alternating updates); their parameters are
-    # frozen meanwhile so this pass leaves no gradient in them.
+
+def _generator_step(models: Models, loss_fn: GeneratorLoss, opt_g, real, fake, aux, mask, words, sent, word_mask,
+                    *, class_ids, amp, world: int, step: int) -> dict[str, torch.Tensor]:
+    """One G update (Eq. 12) through the discriminators as they are now; their parameters are frozen
+    meanwhile so this pass leaves no gradient in them."""
     for p in models.discriminator_parameters():
         p.requires_grad_(False)
-    with amp:
-        loss_g, terms = loss_fn(real, fake, aux=aux, global_d=models.global_d, word_d=models.word_d,
-                                mask=mask, words=words, word_mask=word_mask, sent=sent, class_ids=class_ids)
-    for p in models.discriminator_parameters():
-        p.requires_grad_(True)
+    try:
+        with amp:
+            loss_g, terms = loss_fn(real, fake, aux=aux, global_d=models.global_d, word_d=models.word_d,
+                                    mask=mask, words=words, word_mask=word_mask, sent=sent, class_ids=class_ids)
+    finally:
+        for p in models.discriminator_parameters():
+            p.requires_grad_(True)
     _check_finite(terms, step, "generator")
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     _average_gradients(models.generator.parameters(), world)
     opt_g.step()
+    return terms
+
+
+UPDATE_ORDERS = ("g-first", "d-first")
+
+
+def training_step(models: Models, loss_fn: GeneratorLoss, opt_g, opt_d, real, mask, words, sent, word_mask, *,
+                  class_ids=None, amp=None, world: int = 1, step: int = 0, update_order: str | None = None,
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One D step (Eq. 11) and one G step (Eq. 12); returns the D loss and the G terms, with
+    ``sentence_snr/<layer>`` (``csfgan.losses.sentence_snr``) for each sentence-fusion layer.
+
+    ``update_order`` (default ``models.update_order``, i.e. ``train.update_order``): ``"g-first"`` (the
+    authors' code; the paper is silent) updates G through the discriminators as they were before this
+    step, then D on the detached output;
+    ``"d-first"`` updates D first and then G through the just-updated discriminators (alternating
+    updates as in GAN training loops since Goodfellow et al.). Either way one generator forward serves
+    both steps: D sees it detached, G keeps its graph.
+
+    Also what ``csfgan bench`` times, so the benchmark measures exactly the training step.
+    """
+    update_order = update_order or models.update_order
+    if update_order not in UPDATE_ORDERS:
+        raise ValueError(f"train.update_order: unknown {update_order!r}; one of {', '.join(UPDATE_ORDERS)}")
+    amp = amp if amp is not None else contextlib.nullcontext()
+    with amp:
+        _, fake, aux = models.generator(real, mask, sent, words, word_mask)
+    d_args = (models, loss_fn, opt_d, real, fake.detach(), mask, words, word_mask)
+    g_args = (models, loss_fn, opt_g, real, fake, aux, mask, words, sent, word_mask)
+    if update_order == "d-first":
+        loss_d = _discriminator_step(*d_args, amp=amp, world=world, step=step)
+        terms = _generator_step(*g_args, class_ids=class_ids, amp=amp, world=world, step=step)
+    else:
+        terms = _generator_step(*g_args, class_ids=class_ids, amp=amp, world=world, step=step)
+        loss_d = _discriminator_step(*d_args, amp=amp, world=world, step=step)
     terms.update({f"sentence_snr/{k}": sentence_snr(mu, aux["ca_logvar"][k]) for k, mu in aux["ca_mu"].items()})
     return loss_d.detach(), terms
