@@ -328,7 +328,7 @@ def test_every_term_alone_sends_gradient_to_the_generator(variant, term, empty_h
     total.backward()
     assert set(logged) >= {term, "total"} and total.item() == pytest.approx(logged[term].item())
     if term == "kl":  # the KL term trains the conditioning augmentation only
-        grads = [p.grad for f in g.sentence_fusion.values() for p in f.ca.parameters()]
+        grads = [p.grad for p in g.conditioning.parameters()]  # the shared CA (model.shared_conditioning)
     else:
         grads = [g.to_rgb[0].weight.grad, g.stem[0].weight.grad, g.encoder[-1].conv[0].weight.grad]
     assert all(x is not None and x.abs().sum() > 0 for x in grads)
