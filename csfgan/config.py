@@ -311,6 +311,7 @@ RANGES: dict[str, Range] = {
     "loss.gan": NON_NEGATIVE,
     "loss.kl": NON_NEGATIVE,
     "loss.match": NON_NEGATIVE,
+    "loss.style": NON_NEGATIVE,
     "train.batch_size": AT_LEAST_ONE,
     "train.steps": AT_LEAST_ONE,
     "train.lr": POSITIVE,

@@ -48,6 +48,9 @@ def test_training_records_the_readings(smoke_pipeline, tmp_path):
     train(smoke_pipeline["data"], smoke_pipeline["text_encoder"], "authors-code", "smoke", tmp_path / "run",
           seed=0, overrides=["loss.style=0.0"], progress=False)
     options = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert options["reading"] == "mixed (loss.style: paper)"
+    # Every setting but the style weight as the code has it: mixed, listing the code's departures from
+    # the default and not the style weight, which is back at the paper's.
+    assert options["reading"].startswith("mixed (") and "loss.gan_form: authors-code" in options["reading"]
+    assert "loss.style" not in options["reading"] and options["readings"]["loss.style"]["follows"] == "default"
     assert options["readings"]["loss.gan_form"] == {"value": "relativistic-ls", "follows": "authors-code",
                                                     "basis": "paper"}
