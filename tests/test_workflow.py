@@ -94,8 +94,9 @@ def test_dry_run_resolves(configfile, tmp_path):
     done = snakemake(tmp_path, "-n", "--configfile", str(ROOT / configfile), *extra)
     counts = jobs(done.stdout)
     seeds = len(yaml.safe_load((ROOT / configfile).read_text())["seeds"])
-    # 4 variants and the no-text control x 2 datasets + 4 extra λ_edge points on the first
-    assert counts["train"] == 14 * seeds
+    # 4 variants, the authors-code reading and the no-text control x 2 datasets + 4 extra λ_edge points
+    # on the first
+    assert counts["train"] == 16 * seeds
     assert counts["evaluate"] == counts["train"] and counts["table"] == 4 and counts["claims"] == 1
     # One FID feature network and one independent R-precision DAMSM pair per dataset.
     assert counts["train_features"] == counts["pretrain_text_eval"] == counts["pretrain_text"] == 2
