@@ -176,6 +176,11 @@ class TrainConfig(_Precision):
     # "g-first": the generator step, then the discriminators' (the authors' code; the paper is silent);
     # "d-first": ours before round three.
     update_order: str = "g-first"
+    # Training augmentation, the authors' transforms (the paper is silent): each image mirrored
+    # left-right with probability 1/2, and turned gray with probability ``grayscale``
+    # (torchvision's RandomGrayscale default, 0.1). The centre hole is symmetric, so it is unaffected.
+    flip: bool = True
+    grayscale: float = 0.1
 
 
 @dataclass
@@ -313,6 +318,7 @@ RANGES: dict[str, Range] = {
     "loss.match": NON_NEGATIVE,
     "loss.style": NON_NEGATIVE,
     "train.batch_size": AT_LEAST_ONE,
+    "train.grayscale": Range(0, 1),
     "train.steps": AT_LEAST_ONE,
     "train.lr": POSITIVE,
     "train.beta1": UNIT_HALF_OPEN,

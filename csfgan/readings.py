@@ -47,6 +47,8 @@ READINGS: dict[str, Reading] = {
     "loss.gan_form": Reading("bce", "relativistic-ls", "paper"),  # Eq. 10-11
     "loss.detach_adversarial": Reading(False, True, "paper"),  # Eq. 10 trains G through D
     "train.update_order": Reading(None, "g-first", "silent"),
+    "train.flip": Reading(None, True, "silent"),  # RandomHorizontalFlip
+    "train.grayscale": Reading(None, 0.1, "silent"),  # RandomGrayscale
 }
 
 

@@ -386,7 +386,8 @@ def _loop(s: _Session, total_steps: int, amp, outputs: _Outputs) -> None:
     window_images = 0
     while s.step < total_steps:
         b = {k: (v.pin_memory() if s.pin else v).to(s.dev, non_blocking=s.pin)
-             for k, v in s.train_set.sample(t.batch_size, s.batches).items()}
+             for k, v in s.train_set.sample(t.batch_size, s.batches, flip=t.flip,
+                                            grayscale=t.grayscale).items()}
         real, mask = b["image"], b["mask"]
         words, sent, word_mask = _text_features(s, b)
 

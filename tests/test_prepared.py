@@ -154,3 +154,33 @@ def test_empty_output_directory_counts_as_absent(tmp_path):
     assert check_existing(tmp_path / "tiny", {"tiny": 1}) is False
     write_tiny_prepared(tmp_path / "tiny")
     assert check_existing(tmp_path / "tiny", {"tiny": 1}) is True
+
+
+def test_training_augmentation_is_the_authors_flip_and_grayscale():
+    """RandomHorizontalFlip and RandomGrayscale as torchvision computes them, drawn from the run's generator."""
+    import torchvision.transforms.functional as TF
+
+    from csfgan.data.dataset import augment
+
+    image = torch.rand(64, 3, 8, 8) * 2 - 1
+    out = augment(image, torch.Generator().manual_seed(0), flip=True, grayscale=0.3)
+    flipped = gray = 0
+    for x, y in zip(image, out, strict=True):
+        for candidate in (x, x.flip(-1)):
+            if torch.equal(y, candidate):
+                flipped += candidate is not x
+                break
+            luma = TF.rgb_to_grayscale(candidate, num_output_channels=3)
+            if torch.allclose(y, luma, atol=1e-6):
+                gray += 1
+                flipped += candidate is not x
+                break
+        else:
+            raise AssertionError("an output is neither the image, its mirror, nor their gray versions")
+    assert 16 < flipped < 48 and 5 < gray < 35  # about 32 and 19 of 64
+    assert torch.equal(augment(image, torch.Generator().manual_seed(0), flip=False, grayscale=0.0), image)
+    # The same number of draws whatever the settings: the next batch does not depend on them.
+    a, b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    augment(image, a, flip=True, grayscale=0.5)
+    augment(image, b, flip=False, grayscale=0.0)
+    assert torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))

@@ -30,6 +30,22 @@ def seeded_caption_choice(lengths: np.ndarray, seed: int) -> np.ndarray:
     return np.argmax((order == k[:, None]) & valid, axis=1)
 
 
+# ITU-R 601 luma, as torchvision's rgb_to_grayscale (and so RandomGrayscale) weighs the channels.
+LUMA = (0.2989, 0.587, 0.114)
+
+
+def augment(image: torch.Tensor, generator: torch.Generator, *, flip: bool, grayscale: float) -> torch.Tensor:
+    """Per image of ``image`` (B, 3, H, W): a left-right mirror with probability 1/2 (if ``flip``), then
+    its luminance on all three channels with probability ``grayscale``. Two draws per image from
+    ``generator`` whatever the settings, so the batches after it do not depend on them."""
+    b = image.shape[0]
+    mirror = (torch.rand(b, generator=generator) < 0.5) & flip
+    gray = torch.rand(b, generator=generator) < grayscale
+    out = torch.where(mirror[:, None, None, None], image.flip(-1), image)
+    luma = (out * torch.tensor(LUMA, dtype=out.dtype)[None, :, None, None]).sum(1, keepdim=True)
+    return torch.where(gray[:, None, None, None], luma.expand_as(out), out).contiguous()
+
+
 class InpaintingDataset(torch.utils.data.Dataset):
     """Records of one split of a prepared dataset.
 
@@ -103,13 +119,19 @@ class InpaintingDataset(torch.utils.data.Dataset):
         scores = torch.rand(valid.shape, generator=generator).numpy() * valid
         return scores.argmax(axis=1)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def sample(self, batch_size: int, generator: torch.Generator, *, flip: bool = False,
+               grayscale: float = 0.0) -> dict[str, torch.Tensor]:
         """A random training batch (images with replacement, one random non-empty caption each).
 
+        ``flip``: each image mirrored left-right with probability 1/2; ``grayscale``: each image turned
+        to its luminance (replicated to 3 channels) with this probability. The authors' training
+        transforms (RandomHorizontalFlip, RandomGrayscale(p=0.1)); :func:`augment` does both.
         Everything random comes from ``generator``, so saving its state makes a run resumable.
         """
         idx = torch.randint(len(self), (batch_size,), generator=generator).numpy()
-        return self.batch(idx, self._random_valid_captions(idx, generator))
+        out = self.batch(idx, self._random_valid_captions(idx, generator))
+        out["image"] = augment(out["image"], generator, flip=flip, grayscale=grayscale)
+        return out
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.batch(np.array([i])).items()}
