@@ -34,10 +34,15 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from csfgan.config import LossConfig, ScaleConfig
+from csfgan.config import CHOICES, LossConfig, ScaleConfig
 from csfgan.errors import UserError
 from csfgan.models.damsm import DamsmImageEncoder, sent_loss, words_loss
-from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator, log_one_minus_exp
+from csfgan.models.discriminators import (
+    GlobalDiscriminator,
+    WordLevelDiscriminator,
+    judges_pairs,
+    log_one_minus_exp,
+)
 
 # A perceptual feature extractor: images in [-1, 1] (B, 3, H, W) -> a list of feature maps.
 FeatureExtractor = Callable[[Tensor], Sequence[Tensor]]
@@ -165,7 +170,7 @@ def sentence_snr(mu: Tensor, logvar: Tensor) -> Tensor:
     return (mu.var(dim=0) / var.mean(dim=0).clamp_min(1e-12)).mean()
 
 
-GAN_FORMS = ("bce", "relativistic-ls")
+GAN_FORMS = CHOICES["loss.gan_form"]
 
 
 def relativistic_ls_generator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -216,7 +221,7 @@ def generator_gan_loss(fake_logits: Tensor, fake_word_log_prob: Tensor | None = 
 def check_pairing(global_d: GlobalDiscriminator, form: str) -> None:
     """The relativistic form needs a D built for pairs and the BCE form one for single images; a mismatch
     (networks and loss from different configs) would silently score the wrong input."""
-    if global_d.paired != (form == "relativistic-ls"):
+    if global_d.paired != judges_pairs(form):
         raise ValueError(f"loss.gan_form {form!r} with a global discriminator built for "
                          f"{'pairs' if global_d.paired else 'single images'}: build both from one config")
 

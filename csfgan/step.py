@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from csfgan.config import ScaleConfig
+from csfgan.config import CHOICES, ScaleConfig
 from csfgan.errors import UserError
 from csfgan.losses import GeneratorLoss, check_pairing, discriminator_loss, sentence_snr
 from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator
@@ -111,9 +111,6 @@ def _generator_step(models: Models, loss_fn: GeneratorLoss, opt_g, real, fake, a
     return terms
 
 
-UPDATE_ORDERS = ("g-first", "d-first")
-
-
 def training_step(models: Models, loss_fn: GeneratorLoss, opt_g, opt_d, real, mask, words, sent, word_mask, *,
                   class_ids=None, amp=None, world: int = 1, step: int = 0, update_order: str | None = None,
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -130,8 +127,9 @@ def training_step(models: Models, loss_fn: GeneratorLoss, opt_g, opt_d, real, ma
     Also what ``csfgan bench`` times, so the benchmark measures exactly the training step.
     """
     update_order = update_order or models.update_order
-    if update_order not in UPDATE_ORDERS:
-        raise ValueError(f"train.update_order: unknown {update_order!r}; one of {', '.join(UPDATE_ORDERS)}")
+    if update_order not in CHOICES["train.update_order"]:
+        raise ValueError(f"train.update_order: unknown {update_order!r}; one of "
+                         f"{', '.join(CHOICES['train.update_order'])}")
     amp = amp if amp is not None else contextlib.nullcontext()
     with amp:
         _, fake, aux = models.generator(real, mask, sent, words, word_mask)

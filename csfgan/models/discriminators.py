@@ -32,11 +32,9 @@ from csfgan.config import ScaleConfig
 def _down_stack(cfg: ScaleConfig, num_down: int, in_channels: int = 3) -> tuple[nn.Sequential, int]:
     """``num_down`` spectrally normalised 4×4 stride-2 convs from ``in_channels``; returns the stack and
     its width."""
-    base, cap = cfg.model.disc_base_channels, cfg.model.disc_max_channels
     layers: list[nn.Module] = []
     cin = in_channels
-    for k in range(1, num_down + 1):
-        cout = min(base * 2 ** (k - 1), cap)
+    for cout in _widths(cfg, num_down):
         layers += [spectral_norm(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
         cin = cout
     return nn.Sequential(*layers), cin
@@ -58,9 +56,10 @@ def _authors_conv(cin: int, cout: int, stride: int, norm: bool, act: bool) -> li
     return layers
 
 
-def pair_input(cfg: ScaleConfig) -> bool:
-    """Whether the global D judges (image, partner) pairs: the relativistic form of the authors' code."""
-    return cfg.loss.gan_form == "relativistic-ls"
+def judges_pairs(gan_form: str) -> bool:
+    """Whether the global D judges (image, partner) pairs under ``loss.gan_form``: the relativistic form
+    of the authors' code."""
+    return gan_form == "relativistic-ls"
 
 
 class GlobalDiscriminator(nn.Module):
@@ -74,13 +73,13 @@ class GlobalDiscriminator(nn.Module):
     * ``"dcgan-sn"``: ours before round three, spectrally normalised stride-2 convs down to 4×4, then a
       4×4 conv to one logit per image; ``forward`` returns (B,).
 
-    ``in_channels`` is 6 when the relativistic form judges pairs (``pair_input``), else 3.
+    ``in_channels`` is 6 when the relativistic form judges pairs (``judges_pairs``), else 3.
     """
 
     def __init__(self, cfg: ScaleConfig):
         super().__init__()
         self.kind = cfg.model.global_discriminator
-        self.paired = pair_input(cfg)
+        self.paired = judges_pairs(cfg.loss.gan_form)
         self.in_channels = 6 if self.paired else 3
         if self.kind == "dcgan-sn":
             self.features, width = _down_stack(cfg, cfg.num_layers - 2, self.in_channels)

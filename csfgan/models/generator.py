@@ -59,10 +59,14 @@ ARCHITECTURE_CHANGES = {
 }
 
 
+def layer_width(cfg: ScaleConfig, layer: int) -> int:
+    """``min(b · 2^(L−1), m)``: the width of layer L (1 = the input conv; N + 1 = the code order's 1×1 level)."""
+    return min(cfg.model.base_channels * 2 ** (layer - 1), cfg.model.max_channels)
+
+
 def encoder_channels(cfg: ScaleConfig) -> list[int]:
     """``[c_1, ..., c_N]``: the width of each layer, layer 1 being the input conv."""
-    base, cap = cfg.model.base_channels, cfg.model.max_channels
-    return [min(base * 2 ** (k - 1), cap) for k in range(1, cfg.num_layers + 1)]
+    return [layer_width(cfg, k) for k in range(1, cfg.num_layers + 1)]
 
 
 def check_architecture(found: str | None, where: str) -> None:
@@ -217,7 +221,7 @@ class Generator(nn.Module):
             else:
                 self.encoder.append(EncoderLayer(ch[k - 1], ch[k], m.dilation, out_norm=not fused and k < n))
         # The authors' level N + 1: 2² -> 1² at 256 px, no norm (one value per channel and image).
-        inner = min(m.base_channels * 2 ** n, m.max_channels)
+        inner = layer_width(cfg, n + 1)
         self.innermost = (nn.Sequential(nn.Conv2d(ch[n], inner, 4, stride=2, padding=1), nn.LeakyReLU(0.2))
                           if self.code_order else None)
 
