@@ -224,6 +224,16 @@ class ScaleConfig:
                 raise ConfigError(f"{where}: {key} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
         if self.data.mask not in ("center", "irregular"):
             raise ConfigError(f"{where}: data.mask must be 'center' or 'irregular', got {self.data.mask!r}")
+        centre_half = self.data.mask == "center" and self.data.hole_fraction == 0.5
+        if self.model.word_level_discriminator and self.model.word_discriminator_regions == "centre-mean" \
+                and not centre_half:
+            # It crops the fixed centre half as the authors' code does: any other hole would be judged
+            # on pixels that are not the hole.
+            raise ConfigError(
+                f"{where}: model.word_discriminator_regions 'centre-mean' judges the fixed centre half of the "
+                f"image (the authors' hole), but data.mask is {self.data.mask!r} with hole_fraction "
+                f"{self.data.hole_fraction}; use 'hole-grid', or data.mask 'center' with hole_fraction 0.5"
+            )
         for section in dataclasses.fields(self):
             value = getattr(self, section.name)
             if dataclasses.is_dataclass(value):

@@ -54,3 +54,14 @@ def test_training_records_the_readings(smoke_pipeline, tmp_path):
     assert "loss.style" not in options["reading"] and options["readings"]["loss.style"]["follows"] == "default"
     assert options["readings"]["loss.gan_form"] == {"value": "relativistic-ls", "follows": "authors-code",
                                                     "basis": "paper"}
+
+
+@pytest.mark.parametrize("override", ["data.mask=irregular", "data.hole_fraction=0.25"])
+def test_centre_mean_word_discriminator_refuses_a_hole_it_does_not_judge(override):
+    """The authors' centre-mean WLD crops the fixed centre half: with another hole it would judge
+    pixels that are not the hole, so the config is refused, naming both keys."""
+    from csfgan.config import ConfigError
+
+    with pytest.raises(ConfigError, match="word_discriminator_regions 'centre-mean'.*data.mask"):
+        resolve_config("smoke", "authors-code", [override])
+    resolve_config("smoke", "full", [override])  # the paper's hole-grid follows any hole
