@@ -176,8 +176,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     configure_cpu(args.threads)
     m = evaluate(Path(args.run), Path(args.out) if args.out else None, device=args.device, split=args.split,
                  feature_net=Path(args.feature_net) if args.feature_net else None,
-                 eval_text_encoder=Path(args.eval_text_encoder) if args.eval_text_encoder else None)
-    print(f"FID ({m['fid_features']} features) {m['fid']:.3f}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  "
+                 eval_text_encoder=Path(args.eval_text_encoder) if args.eval_text_encoder else None,
+                 checkpoint=Path(args.checkpoint) if args.checkpoint else None, weights=args.weights,
+                 folder=args.folder)
+    print(f"{m['checkpoint']} ({m['weights']} weights): FID ({m['fid_features']} features) {m['fid']:.3f}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  "
           f"R-precision {m['r_precision']:.3f}")
     return 0
 
@@ -346,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="metrics file (default RUN/metrics.json; RUN/metrics_val.json for --split val)")
     p.add_argument("--split", default="test", choices=("test", "val"),
                    help="val for tuning and checkpoint choice; test only for the final numbers")
+    p.add_argument("--checkpoint", help="a generator checkpoint of this run (default RUN/final.pt; snapshots are "
+                   "RUN/checkpoints/generator-step<N>.pt)")
+    p.add_argument("--weights", choices=("raw", "ema"), default=None,
+                   help="the optimiser's weights or their moving average (default: the run's eval.weights)")
+    p.add_argument("--folder", help="per-image output folder inside RUN (default eval, or eval_val for --split val)")
     p.add_argument("--feature-net", help="FID/KID network from `csfgan train-features` (needed without Inception "
                    "weights)")
     p.add_argument("--eval-text-encoder", help="R-precision's DAMSM pair: a `csfgan pretrain-text` checkpoint other "

@@ -181,6 +181,15 @@ class TrainConfig(_Precision):
     # (torchvision's RandomGrayscale default, 0.1). The centre hole is symmetric, so it is unaffected.
     flip: bool = True
     grayscale: float = 0.1
+    # An exponential moving average of the generator's weights (Yazici et al. 2019; StyleGAN's G_ema),
+    # kept beside the raw weights: its half-life in training images (0 = none, as the paper and the
+    # authors' code). ``ema_rampup``: the half-life is at most this fraction of the images seen so far,
+    # so the average forgets the random initialisation early (StyleGAN2-ADA's ramp-up; 0 = none).
+    ema_half_life_images: float = 0.0
+    ema_rampup: float = 0.05
+    # Keep a generator checkpoint every this many steps (checkpoints/generator-step<N>.pt; 0 = none):
+    # what ``csfgan variance`` measures checkpoint-to-checkpoint noise and the trend with steps on.
+    snapshot_every: int = 0
 
 
 @dataclass
@@ -190,6 +199,9 @@ class EvalConfig(_Precision):
     # encoder and the metric networks stay fp32). Known pixels are composited in fp32 either way.
     amp: bool = False
     caption_seed: int = 1234
+    # Which generator weights evaluation, figures and `csfgan inpaint` use: "raw" (the optimiser's, as the
+    # paper and the authors' code) or "ema" (train.ema_half_life_images > 0).
+    weights: str = "raw"
     # Inception weights for FID (torch-fidelity format); None = torch cache, else DAMSM features.
     inception_weights_path: str | None = None
 
@@ -234,6 +246,9 @@ class ScaleConfig:
                 f"image (the authors' hole), but data.mask is {self.data.mask!r} with hole_fraction "
                 f"{self.data.hole_fraction}; use 'hole-grid', or data.mask 'center' with hole_fraction 0.5"
             )
+        if self.eval.weights == "ema" and not self.train.ema_half_life_images > 0:
+            raise ConfigError(f"{where}: eval.weights 'ema' needs an average to evaluate: set "
+                              f"train.ema_half_life_images > 0, or eval.weights 'raw'")
         for section in dataclasses.fields(self):
             value = getattr(self, section.name)
             if dataclasses.is_dataclass(value):
@@ -279,6 +294,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.edge_operator": ("sobel", "laplacian-rgb"),
     "loss.gan_form": ("bce", "relativistic-ls"),
     "train.update_order": ("g-first", "d-first"),
+    "eval.weights": ("raw", "ema"),
 }
 
 
@@ -336,6 +352,9 @@ RANGES: dict[str, Range] = {
     "train.log_every": AT_LEAST_ONE,
     "train.sample_every": AT_LEAST_ONE,
     "train.checkpoint_every": AT_LEAST_ONE,
+    "train.ema_half_life_images": NON_NEGATIVE,
+    "train.ema_rampup": NON_NEGATIVE,
+    "train.snapshot_every": NON_NEGATIVE,
     "eval.batch_size": AT_LEAST_ONE,
     "eval.caption_seed": NON_NEGATIVE,
 }

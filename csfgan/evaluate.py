@@ -76,22 +76,34 @@ def inference_forward(generator: Generator, image: torch.Tensor, mask: torch.Ten
 
 
 class InpaintingModel:
-    """A trained generator with its frozen text encoder, rebuilt from ``final.pt`` alone."""
+    """A trained generator with its frozen text encoder, rebuilt from ``final.pt`` alone.
 
-    def __init__(self, checkpoint: Path, device: str | torch.device = "cpu"):
+    ``weights``: "raw" (the optimiser's) or "ema" (the averaged generator, :mod:`csfgan.ema`); default
+    the run's ``eval.weights``. ``self.weights`` says which were loaded.
+    """
+
+    def __init__(self, checkpoint: Path, device: str | torch.device = "cpu", weights: str | None = None):
         self.path = Path(checkpoint)
         ckpt = load_checkpoint(self.path, GENERATOR_KIND)
         check_architecture(ckpt.get("architecture"), str(self.path))
         self.checkpoint = ckpt
         self.run: dict[str, Any] = ckpt["run"]
         self.cfg: ScaleConfig = from_dict(ScaleConfig, self.run["config"], f"{self.path}: run.config")
+        self.weights = self.cfg.eval.weights if weights is None else weights
+        if self.weights not in ("raw", "ema"):
+            raise UserError(f"weights {self.weights!r}: choose 'raw' or 'ema'")
+        state = ckpt["generator"] if self.weights == "raw" else ckpt.get("generator_ema")
+        if state is None:
+            raise CheckpointError(f"{self.path} holds no averaged generator (trained with "
+                                  f"train.ema_half_life_images 0); evaluate its raw weights (--weights raw)")
+        self.ema = ckpt.get("ema") if self.weights == "ema" else None
         self.vocab = Vocabulary(ckpt["vocab"])
         from csfgan.runtime import resolve_device
 
         self.device = resolve_device(str(device))
         try:
             self.generator = Generator(self.cfg)
-            self.generator.load_state_dict(ckpt["generator"])
+            self.generator.load_state_dict(state)
             self.text_encoder = TextEncoder(len(self.vocab), self.cfg.text)
             self.text_encoder.load_state_dict(ckpt["text_encoder"])
             self.image_encoder = DamsmImageEncoder(**ckpt["damsm_image_config"])
@@ -154,6 +166,23 @@ def _check_data_identity(checkpoint: Path, record: dict[str, Any], data: Prepare
 EVAL_SPLITS = ("test", "val")
 
 
+def _check_same_run(run: Path, checkpoint: Path, record: dict[str, Any]) -> None:
+    """A checkpoint given by path must be this run's: its metrics are written into the run's folder."""
+    from csfgan.resume import identity_differences
+
+    config = run / "config.json"
+    if not config.is_file():
+        return  # a bare final.pt copied somewhere: it describes itself
+    try:
+        own = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config}: unreadable ({exc}); it should be the run's identity, written by train") from None
+    diffs = identity_differences(own, record)
+    if diffs:
+        raise CheckpointError(f"{checkpoint} is not a checkpoint of {run} ({'; '.join(diffs[:3])}); "
+                              f"evaluate it in its own run directory")
+
+
 def metrics_path(run: Path, split: str = "test") -> Path:
     """Where ``evaluate`` writes a split's metrics by default: ``metrics.json`` for test (what the tables
     read), ``metrics_val.json`` for val."""
@@ -194,10 +223,16 @@ def evaluation_text_encoder(path: Path | None, model: InpaintingModel, data: Pre
 
 def evaluate(run: Path, out: Path | None = None, *, feature_net: Path | None = None,
              eval_text_encoder: Path | None = None, device: str = "cpu", batch_size: int | None = None,
-             save_images: bool = True, progress: bool = True, split: str = "test") -> dict[str, Any]:
+             save_images: bool = True, progress: bool = True, split: str = "test", checkpoint: Path | None = None,
+             weights: str | None = None, folder: str | None = None) -> dict[str, Any]:
     """Inpaint ``split`` of ``run`` and measure it; writes ``out`` (default RUN/metrics.json, or
     RUN/metrics_val.json for val), holding the run's lock (the one ``train`` takes): its weights cannot
     change underneath, and two evaluations do not interleave their outputs.
+
+    ``checkpoint``: a generator checkpoint of this run (default RUN/final.pt; e.g. a snapshot
+    RUN/checkpoints/generator-step<N>.pt); ``weights``: "raw" or "ema" (default the run's
+    ``eval.weights``); ``folder``: the per-image output folder under RUN (default ``eval`` for test,
+    ``eval_<split>`` otherwise). The metrics record which checkpoint and weights they measured.
 
     ``feature_net`` (from ``csfgan train-features``) is required unless TF-Inception weights are
     here; ``eval_text_encoder`` (another ``csfgan pretrain-text`` than the run's) always.
@@ -209,23 +244,32 @@ def evaluate(run: Path, out: Path | None = None, *, feature_net: Path | None = N
     out = Path(out) if out is not None else metrics_path(run, split)
     if not run.is_dir():
         raise CheckpointError(f"{run}: no such run directory (train it with `csfgan train --out {run}`)")
-    folder = "eval" if split == "test" else f"eval_{split}"
+    folder = folder or ("eval" if split == "test" else f"eval_{split}")
+    if Path(folder).name != folder or folder in ("", ".", ".."):
+        raise UserError(f"folder {folder!r}: give a folder name inside the run directory, not a path")
+    checkpoint = Path(checkpoint) if checkpoint is not None else run / "final.pt"
     with output_lock(run, command_line()):
         remove_stale_temporaries(run, (folder, out.name))
         remove_stale_temporaries(out.parent, (out.name,))
         return _evaluate_locked(run, out, feature_net=feature_net, eval_text_encoder=eval_text_encoder, device=device,
-                                batch_size=batch_size, save_images=save_images, progress=progress, split=split)
+                                batch_size=batch_size, save_images=save_images, progress=progress, split=split,
+                                checkpoint=checkpoint, weights=weights, folder=folder)
 
 
 def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_text_encoder: Path | None, device: str,
-                     batch_size: int | None, save_images: bool, progress: bool, split: str) -> dict[str, Any]:
+                     batch_size: int | None, save_images: bool, progress: bool, split: str, checkpoint: Path,
+                     weights: str | None, folder: str) -> dict[str, Any]:
     started = time.perf_counter()
-    model = InpaintingModel(run / "final.pt", device)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"{checkpoint}: no such generator checkpoint (a finished run has final.pt; "
+                              f"snapshots are kept with train.snapshot_every)")
+    model = InpaintingModel(checkpoint, device, weights)
+    _check_same_run(run, checkpoint, model.run)
     cfg = model.cfg
     data = PreparedData(Path(model.run["data"]))
     if data.vocab != model.vocab:
-        raise CheckpointError(f"{run}/final.pt was trained with another vocabulary than {data.root}")
-    _check_data_identity(run / "final.pt", model.run, data)
+        raise CheckpointError(f"{checkpoint} was trained with another vocabulary than {data.root}")
+    _check_data_identity(checkpoint, model.run, data)
     # Metric networks first: a missing one fails before minutes of inpainting.
     weights = inception_weights_available(cfg.eval.inception_weights_path)
     fid_net = fid_net_ckpt = None
@@ -295,14 +339,14 @@ def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_tex
     metrics.update({
         "run": str(run), "variant": model.run["variant"], "seed": model.run["seed"], "scale": cfg.name,
         "overrides": model.run.get("overrides", []), "step": model.checkpoint["step"],
+        "checkpoint": checkpoint.name, "weights": model.weights, "ema": model.ema,
         "train_seconds": model.checkpoint.get("train_seconds"),
         "perceptual_source": model.run.get("perceptual_source"),
         "caption_seed": cfg.eval.caption_seed, "inference_precision": cfg.eval.precision,
         "eval_seconds": round(time.perf_counter() - started, 2),
         "provenance": provenance(),
     })
-    _publish(run, out, metrics, fakes if save_images else None, captions, per_image_arrays,
-             folder="eval" if split == "test" else f"eval_{split}")
+    _publish(run, out, metrics, fakes if save_images else None, captions, per_image_arrays, folder=folder)
     return metrics
 
 

@@ -23,7 +23,7 @@ IDENTITY_FIELDS = ("config", "variant", "seed", "text_encoder_sha256", "data_man
 # Everything a run directory holds that belongs to one set of weights (metrics and eval included:
 # they describe final.pt). Starting fresh removes exactly these, nothing else a user put there.
 RUN_OUTPUTS = ("checkpoints", "final.pt", "stats.jsonl", "log.txt", "samples", "config.json", "provenance.json",
-               "metrics.json", "eval", "metrics_val.json", "eval_val")
+               "metrics.json", "eval", "metrics_val.json", "eval_val", "variance")
 
 ON_MISMATCH = ("error", "restart")
 

@@ -8,7 +8,9 @@ The run directory is the contract (after NVlabs/edm):
     log.txt                human-readable progress
     samples/step<N>.png    fixed test batch: masked input | output | real
     checkpoints/state.pt   latest resumable training state (models, optimizers, RNG, step)
-    final.pt               self-describing generator checkpoint (weights, config, vocabulary, text encoder)
+    checkpoints/generator-step<N>.pt  a generator checkpoint every ``train.snapshot_every`` steps
+    final.pt               self-describing generator checkpoint (weights, config, vocabulary, text encoder;
+                           the averaged generator too when ``train.ema_half_life_images`` > 0)
 
 A run resumes from ``checkpoints/state.pt``; on CPU the resumed run ends with the same weights as an
 uninterrupted one, because every random draw (batches, captions, noise, dropout) comes from RNG
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -41,6 +44,7 @@ from csfgan.config import (  # noqa: F401 - parse_overrides re-exported for olde
     to_dict,
 )
 from csfgan.damsm import load_text_encoder
+from csfgan.ema import GeneratorAverage
 from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
 from csfgan.data.text import Vocabulary
@@ -258,6 +262,7 @@ class _Session:
     pin: bool
     train_set: InpaintingDataset
     fixed: dict[str, torch.Tensor]
+    ema: GeneratorAverage | None = None
     step: int = 0
     elapsed: float = 0.0
 
@@ -291,12 +296,19 @@ def _set_up(data: Path, text_encoder: Path, variant: str, scale: str, out: Path,
     record["reading"] = readings.summary(cfg)
     record["readings"] = readings.run_readings(cfg)
 
+    # Common random numbers: within a seed every variant draws its batches, masks, captions and
+    # augmentation from the same stream, and its noise (CA and z) from another, neither touched by
+    # anything a variant changes, so a paired difference between variants cancels what they share.
+    record["random_streams"] = {"weights": seed, "batches": seed * 1000 + rank, "noise": seed * 1000 + rank,
+                                "shared_by_variants": ["batches", "captions", "masks", "augmentation", "noise"]}
     torch.manual_seed(seed)  # the same initial weights on every rank
     models = Models(cfg).to(dev)
+    t = cfg.train
+    ema = GeneratorAverage(models.generator, t.ema_half_life_images, t.ema_rampup) \
+        if t.ema_half_life_images > 0 else None
     torch.manual_seed(seed * 1000 + rank)  # different noise per rank
     loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm_image.features, damsm_image=damsm_image).to(dev)
     record["perceptual_source"] = loss_fn.perceptual.source if loss_fn.perceptual is not None else None
-    t = cfg.train
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = t.cudnn_benchmark
     pin = dev.type == "cuda" and t.pin_memory
@@ -311,7 +323,7 @@ def _set_up(data: Path, text_encoder: Path, variant: str, scale: str, out: Path,
                                   _spread(len(prepared.split("val")), 8))
     fixed = {k: v.to(dev) for k, v in fixed.items()}
     return _Session(out, seed, cfg, variant_name, rank, world, dev, encoder, damsm_image, vocab, text_ckpt, record,
-                    models, loss_fn, opt_g, opt_d, batches, pin, train_set, fixed)
+                    models, loss_fn, opt_g, opt_d, batches, pin, train_set, fixed, ema)
 
 
 def _resume(s: _Session, restart: bool, on_mismatch: str) -> bool:
@@ -328,6 +340,8 @@ def _resume(s: _Session, restart: bool, on_mismatch: str) -> bool:
         s.models.load_state_dict(state["models"])
         s.opt_g.load_state_dict(state["opt_g"])
         s.opt_d.load_state_dict(state["opt_d"])
+        if s.ema is not None:
+            s.ema.load_state_dict(state["generator_ema"])
         s.batches.set_state(state["batch_rng"])
         torch.set_rng_state(state["torch_rng"])
         if s.dev.type == "cuda" and state.get("cuda_rng") is not None:
@@ -390,22 +404,29 @@ def _loop(s: _Session, total_steps: int, amp, outputs: _Outputs) -> None:
                                             grayscale=t.grayscale).items()}
         real, mask = b["image"], b["mask"]
         words, sent, word_mask = _text_features(s, b)
+        logged = s.rank == 0 and ((s.step + 1) % t.log_every == 0 or s.step + 1 == total_steps)
+        batch_digest = _batch_digest(b) if logged else None
 
         loss_d, terms = training_step(s.models, s.loss_fn, s.opt_g, s.opt_d, real, mask, words, sent, word_mask,
                                       class_ids=b["class_id"], amp=amp, world=s.world, step=s.step)
 
+        if s.ema is not None:
+            s.ema.update(s.models.generator, t.batch_size * s.world, (s.step + 1) * t.batch_size * s.world)
         s.step += 1
         window_images += t.batch_size * s.world
         outputs.bar.update(1)
         if s.rank == 0 and (s.step % t.log_every == 0 or s.step == total_steps):
             now = time.perf_counter()
             s.elapsed += now - tick
-            _log_step(s, outputs, loss_d, terms, images_per_s=round(window_images / max(now - tick, 1e-9), 2))
+            _log_step(s, outputs, loss_d, terms, images_per_s=round(window_images / max(now - tick, 1e-9), 2),
+                      batch_digest=batch_digest)
             tick, window_images = time.perf_counter(), 0
         if s.rank == 0 and (s.step % t.sample_every == 0 or s.step == total_steps):
             _write_samples(s)
         if s.step % t.checkpoint_every == 0 or s.step == total_steps:
             _save_state(s)
+        if s.rank == 0 and t.snapshot_every and s.step % t.snapshot_every == 0:
+            save_checkpoint(_generator_checkpoint(s), snapshot_path(s.out, s.step))
 
 
 def _text_features(s: _Session, b: dict[str, torch.Tensor]):
@@ -417,11 +438,20 @@ def _text_features(s: _Session, b: dict[str, torch.Tensor]):
     return words, sent, padding_mask(tokens)
 
 
+def _batch_digest(b: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of what a batch shows the networks (images after augmentation, masks, captions, indices):
+    equal across variants of one seed, the common random numbers made checkable."""
+    h = hashlib.sha256()
+    for key in ("index", "caption_index", "tokens", "mask", "image"):
+        h.update(b[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _log_step(s: _Session, outputs: _Outputs, loss_d: torch.Tensor, terms: dict[str, torch.Tensor], *,
-              images_per_s: float) -> None:
+              images_per_s: float, batch_digest: str | None = None) -> None:
     """A row of ``stats.jsonl``, a line of ``log.txt`` (and of stdout when no bar shows), the bar's losses."""
     row = {"step": s.step, "elapsed_s": round(s.elapsed, 3),
-           "images_per_s": images_per_s,
+           "images_per_s": images_per_s, "batch_sha256": batch_digest,
            "loss_d": float(loss_d),
            **{k if k.startswith("sentence_snr/") else f"loss_g/{k}": float(v) for k, v in terms.items()}}
     outputs.stats_file.write(json.dumps(row) + "\n")
@@ -455,24 +485,37 @@ def _save_state(s: _Session) -> None:
     save_checkpoint({
         "kind": STATE_KIND, "architecture": GENERATOR_ARCHITECTURE, "run": s.record, "step": s.step,
         "elapsed": s.elapsed, "models": s.models.state_dict(), "opt_g": s.opt_g.state_dict(),
-        "opt_d": s.opt_d.state_dict(), "batch_rng": s.batches.get_state(), "torch_rng": torch.get_rng_state(),
+        "opt_d": s.opt_d.state_dict(), "generator_ema": None if s.ema is None else s.ema.state_dict(),
+        "batch_rng": s.batches.get_state(), "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state() if s.dev.type == "cuda" else None,
     }, s.out / "checkpoints" / "state.pt")
 
 
 def _final_checkpoint(s: _Session) -> None:
     """``final.pt``: the generator with everything evaluation and inpainting need (:func:`generator_checkpoint`)."""
-    save_checkpoint(generator_checkpoint(s.models.generator, s.record, s.step, s.elapsed, s.encoder, s.damsm_image,
-                                         s.vocab, s.text_ckpt), s.out / "final.pt")
+    save_checkpoint(_generator_checkpoint(s), s.out / "final.pt")
+
+
+def snapshot_path(run: Path, step: int) -> Path:
+    """Where ``train.snapshot_every`` keeps the generator checkpoint of ``step``."""
+    return Path(run) / "checkpoints" / f"generator-step{step:06d}.pt"
+
+
+def _generator_checkpoint(s: _Session) -> dict[str, Any]:
+    return generator_checkpoint(s.models.generator, s.record, s.step, s.elapsed, s.encoder, s.damsm_image,
+                                s.vocab, s.text_ckpt, ema=s.ema)
 
 
 def generator_checkpoint(generator: Generator, record: dict, step: int, elapsed: float, encoder, damsm_image,
-                         vocab, text_ckpt: dict) -> dict[str, Any]:
-    """Everything ``csfgan evaluate`` and ``csfgan inpaint`` need, with no other file."""
+                         vocab, text_ckpt: dict, ema: GeneratorAverage | None = None) -> dict[str, Any]:
+    """Everything ``csfgan evaluate`` and ``csfgan inpaint`` need, with no other file: the raw generator
+    and, when one is kept, its average (``generator_ema``, with ``ema`` saying how it was averaged)."""
     return {
         "kind": GENERATOR_KIND,
         "architecture": GENERATOR_ARCHITECTURE,
         "generator": generator.state_dict(),
+        "generator_ema": None if ema is None else ema.state_dict(),
+        "ema": None if ema is None else ema.describe(),
         "run": record,
         "step": step,
         "train_seconds": elapsed,

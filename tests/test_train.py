@@ -134,3 +134,23 @@ def test_bf16_autocast_step_keeps_fp32_weights():
     assert weight.dtype == torch.float32 and weight.grad.dtype == torch.float32
     assert not torch.equal(weight.detach(), before)
     assert all(s["exp_avg"].dtype == torch.float32 for s in opt_g.state.values())
+
+
+def test_variants_of_one_seed_see_the_same_batches(smoke_pipeline, tmp_path):
+    """Common random numbers: baseline and full, seed 0, draw identical images, masks, captions and
+    augmentations at every step (stats.jsonl's batch digests); another seed draws others."""
+    def digests(variant, seed):
+        out = tmp_path / f"{variant}{seed}"
+        train(smoke_pipeline["data"], smoke_pipeline["text_encoder"], variant, "smoke", out, seed=seed,
+              progress=False)
+        rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+        streams = json.loads((out / "config.json").read_text())["random_streams"]
+        return [r["batch_sha256"] for r in rows], streams
+
+    full, streams = digests("full", 0)
+    baseline, _ = digests("baseline", 0)
+    other, _ = digests("full", 1)
+    assert len(full) == 2 and all(full)
+    assert full == baseline
+    assert not set(full) & set(other)
+    assert streams["batches"] == 0 and "masks" in streams["shared_by_variants"]
