@@ -184,6 +184,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_variance(args: argparse.Namespace) -> int:
+    from csfgan.runtime import configure_cpu
+    from csfgan.variance import variance
+
+    configure_cpu(args.threads)
+    out = Path(args.out or f"results/variance/{args.dataset}")
+    for path in variance(Path(args.runs), args.dataset, args.variants, out, seeds=args.seeds, split=args.split,
+                         last=args.last, weights=args.weights, feature_net=args.feature_net,
+                         eval_text_encoder=args.eval_text_encoder, device=args.device, batch_size=args.batch_size,
+                         bootstrap=args.bootstrap):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from csfgan.inpaint import inpaint_file
 
@@ -360,6 +374,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=at_least(1), default=None)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("variance", help="variance budget on val: test-sample, checkpoint and seed noise of each "
+                       "metric against training steps (csv, md, png, pdf)", formatter_class=fmt)
+    p.add_argument("--runs", default="results/runs", help="folder of RUNS/<dataset>/<variant>/seed<k> run directories")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variants", nargs="+", default=["full", "baseline"],
+                   help="one variant, or two: the arm FIRST - SECOND is added (paired by seed and image)")
+    p.add_argument("--seeds", nargs="+", type=at_least(0), default=None,
+                   help="default: every seed<k> folder of the first variant (each must exist for every variant)")
+    p.add_argument("--split", default="val", choices=("val", "test"),
+                   help="val only: these are choices, made on val (test is refused)")
+    p.add_argument("--last", type=at_least(2), default=3, help="K: the checkpoint spread is over the last K snapshots")
+    p.add_argument("--weights", nargs="+", choices=("raw", "ema"), default=["raw"],
+                   help="generator weights to evaluate")
+    p.add_argument("--feature-net", default="results/feature_net/{dataset}.pt",
+                   help="FID/KID network (`csfgan train-features`; '' with TF-Inception weights); {dataset} is "
+                   "replaced")
+    p.add_argument("--eval-text-encoder", default="results/text_encoder/{dataset}.eval.pt",
+                   help="R-precision's DAMSM pair (`csfgan pretrain-text --seed 1`); {dataset} is replaced")
+    p.add_argument("--bootstrap", type=at_least(20), default=500, help="image resamples per evaluation")
+    p.add_argument("--out", help="path without suffix: writes OUT.csv, OUT.md, OUT.json, OUT.png, OUT.pdf "
+                   "(default results/variance/DATASET)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=at_least(1), default=None, help="evaluation batch (default: the run's)")
+    p.add_argument("--threads", type=at_least(1), default=None)
+    p.set_defaults(func=cmd_variance)
 
     p = sub.add_parser("inpaint", help="inpaint one image of any size from a text", formatter_class=fmt)
     p.add_argument("--checkpoint", required=True, help="a run's final.pt")
