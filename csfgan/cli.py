@@ -179,8 +179,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                  eval_text_encoder=Path(args.eval_text_encoder) if args.eval_text_encoder else None,
                  checkpoint=Path(args.checkpoint) if args.checkpoint else None, weights=args.weights,
                  folder=args.folder)
-    print(f"{m['checkpoint']} ({m['weights']} weights): FID ({m['fid_features']} features) {m['fid']:.3f}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  "
-          f"R-precision {m['r_precision']:.3f}")
+    print(f"{m['checkpoint']} ({m['weights']} weights): FID ({m['fid_features']} features) {m['fid']:.3f}  "
+          f"PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  R-precision {m['r_precision']:.3f}")
     return 0
 
 
