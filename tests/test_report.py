@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 import csfgan.config
 from csfgan.errors import UserError
@@ -133,7 +134,7 @@ def test_user_variant_is_its_own_row(measured):
     root, _ = measured
     md = _read(root, "table3.md")
     assert "| myvariant | synth-birds" in md
-    assert "41.00 ± 2.48†" in md
+    assert "41.00 ± 2.48‡" in md  # worse than the baseline: ‡ (a † would say better)
     means = md.split("Paired difference")[0]
     labels = [line.split("|")[1].strip() for line in means.splitlines() if line.startswith("| ") and "synth" in line]
     assert labels == ["baseline", "baseline+SFM", "baseline+WLD", "CSF-GAN (full)", "myvariant"]
@@ -153,9 +154,10 @@ def test_table1_reported_rows_beside_ours(measured):
     ours = csv[csv["source"] == "measured"]
     assert list(ours["method"]) == ["baseline (ours, measured)", "CSF-GAN, paper reading (ours, measured)"]
     md = _read(root, "table1.md")
-    # Bold marks the best per block among rows of one source: MIGT's PSNR among the reported rows.
-    assert ("| MIGT [Li et al., 2023] | reported | CUB-200-2011 | Inception (paper) | – | 35.30 | **21.47** | "
-            "**0.846** |") in md
+    # Reported rows have no seeds to test: never bold (the paper's best PSNR, MIGT's, is plain).
+    assert ("| MIGT [Li et al., 2023] | reported | CUB-200-2011 | Inception (paper) | – | 35.30 | 21.47 | "
+            "0.846 |") in md
+    assert "Reported rows have no seeds to test and are never bold" in md
     ours = ("| CSF-GAN, paper reading (ours, measured) | measured | synth-birds (stand-in for CUB-200-2011) | DAMSM | 3 | "
             "**12.00 ± 4.97**†")
     assert ours in md
@@ -197,7 +199,9 @@ def test_table4_rows_are_the_sweep(measured):
     root, _ = measured
     md = _read(root, "table4.md")
     assert "| λ_edge |" in md
-    assert "| no edge loss | synth-birds (stand-in for CUB-200-2011) | 3 | 18.00 ± 4.97† |" in md
+    # FID 16, 18, 20 against 10, 12, 14: +6 for every seed, a zero standard error, so no mark.
+    assert "| no edge loss | synth-birds (stand-in for CUB-200-2011) | 3 | 18.00 ± 4.97 |" in md
+    assert "| +6.00 [+6.00, +6.00] (zero standard error) |" in md
     assert "| 0.5 (= full) |" in md
 
 
@@ -246,16 +250,22 @@ def test_one_seed_shows_mean_and_n1(tmp_path, variants):
     _write_metrics(root, config)
     t3 = build_tables(config, root)["table3"]
     md = t3.markdown()
-    assert "| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 1 | **10.00** | 20.10† |" in md
+    # One seed decides nothing: no bold, no † (earlier the image-only interval marked PSNR).
+    assert "| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 1 | 10.00 | 20.10 |" in md
     assert "±" not in md.split("\n\n")[1]  # the table body; the notes explain
     assert "n=1" in md
     assert t3.frame()["fid_ci95"].isna().all()
     # Differences: FID has none with one seed and says why; PSNR's interval covers the test images only.
-    assert "| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 1 | −20.00 | −0.20 [−0.21, −0.19]† |" in md
-    assert "per-run metrics (FID, KID, R-precision) have no interval (a spread needs two seeds" in md
-    assert "PSNR, SSIM, hole PSNR, hole SSIM: test images only" in md
+    assert ("| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 1 | −20.00 (one seed) | "
+            "−0.20 [−0.21, −0.19] (one seed, images only) |") in md
+    assert "With one seed nothing is decided (a comparison needs 2 seeds): per-run metrics" in md
+    assert "PSNR, SSIM, hole PSNR, hole SSIM: test images only (one seed: seed-to-seed variation is not covered" in md
+    panels = [line for line in md.splitlines() if line.startswith("| ") and "synth-birds" in line]
+    assert panels and not any(mark in line for line in panels for mark in ("†", "‡", "**"))
     frame = t3.frame()
     assert frame["fid_diff_low"].isna().all() and set(frame["psnr_diff_covers"].dropna()) == {"images"}
+    assert not frame["psnr_diff_significant"].dropna().any() and frame["psnr_diff_p_holm"].isna().all()
+    assert set(frame["psnr_diff_reason"].dropna()) == {"one seed"}
     assert "\\multicolumn" in t3.latex()  # still renders
 
 
@@ -452,6 +462,11 @@ def test_paired_differences_in_csv(measured):
     half = T_975_2 * 1.0 / math.sqrt(3)
     assert (full["fid_diff_low"], full["fid_diff_high"]) == (pytest.approx(-20 - half), pytest.approx(-20 + half))
     assert full["fid_diff_significant"] and full["fid_diff_covers"] == "seeds" and full["fid_diff_mde"] > 0
+    assert full["fid_diff_mark"] == "better" and csv.loc["myvariant", "fid_diff_mark"] == "worse"
+    # Holm over the column's 4 comparisons: full's p (the smallest) times 4.
+    assert full["fid_diff_p_holm"] == pytest.approx(4 * full["fid_diff_p"])
+    assert full["fid_diff_p"] == pytest.approx(2 * stats.t.sf(20 / (1 / math.sqrt(3)), 2))
+    assert full["fid_best"] and not csv["fid_best"].drop("full").any()
     assert full["psnr_diff_covers"] == "seeds+images" and full["attribute_accuracy_diff_covers"] == "seeds+images"
     assert pd.isna(csv.loc["baseline", "fid_diff"])  # the reference has no difference to itself
     t4 = pd.read_csv(root / "results/tables/table4.csv").set_index("run")
@@ -483,3 +498,24 @@ def test_stale_per_image_file_is_refused(tmp_path, variants):
     (root / "results/runs/synth-birds/sfm/seed0/eval/per_image.npz").unlink()
     with pytest.raises(UserError, match="missing per-image metrics"):
         build_tables(config, root)
+
+
+def test_a_missing_seed_shows_its_n_and_decides_nothing(tmp_path, variants):
+    root = tmp_path / "w"
+    root.mkdir()
+    config = _config(root)
+    _write_metrics(root, config)
+    m = root / "results/runs/synth-birds/full/seed1/metrics.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), "fid": float("nan"), "psnr": None}))
+    t3 = build_tables(config, root)["table3"]
+    md = t3.markdown()
+    # full's FID over seeds 0 and 2 only (10, 14), against the baseline's 30 and 35 on those seeds.
+    assert "| CSF-GAN (full) | synth-birds (stand-in for CUB-200-2011) | 3 | 12.00 ± 25.41 (n=2) |" in md
+    assert "−20.50 [−26.85, −14.15] (seed 1 missing) |" in md
+    assert "only k of the row's seeds have that metric" in md
+    frame = t3.frame().set_index("run")
+    assert frame.loc["full", "fid_n"] == 2 and frame.loc["baseline", "fid_n"] == 3
+    assert frame.loc["full", "fid_diff_seeds"] == 2 and frame.loc["full", "fid_diff_reason"] == "seed 1 missing"
+    assert not frame.loc["full", "fid_diff_significant"] and pd.isna(frame.loc["full", "fid_diff_p_holm"])
+    assert frame.loc["full", "psnr_diff_reason"] == "seed 1 missing"  # per-image: the seed is left out too
+    assert "fid" not in t3.rows[3]["_best"]  # a comparison that decides nothing cannot make a row bold

@@ -1,7 +1,19 @@
 """The tables' model and their three renderings: CSV (``Table.csv``: unrounded numbers, one column per
 statistic), Markdown (``render_markdown``) and LaTeX booktabs (``render_latex``), with how a cell is
-rounded, marked best (bold) or significant (†) and escaped. What goes into the tables, read from the
-runs, is ``csfgan.report.tables``'s.
+rounded, marked and escaped. What goes into the tables, read from the runs, is ``csfgan.report.tables``'s.
+
+Marks, decided by tests (``csfgan.report.stats``), never by point estimates alone:
+
+* **bold** (:func:`mark_best`): the row of a block (a dataset, rows of one source, controls excluded)
+  that is better than *every* other row of the block: paired one-sided tests at 2.5 % of the row with
+  the best mean against each other row, Holm-adjusted over those comparisons. Usually nothing is
+  bold; never with one seed, a seed missing or a zero standard error in any of those comparisons.
+  Reported rows (the paper's numbers) have no seeds to test and are never bold.
+* **†** better than the reference row, **‡** worse (:func:`mark_differences`): the paired two-sided
+  test at 5 % (the 95 % interval excludes 0), Holm-adjusted over all the rows of that column of the
+  table (every dataset); undecided comparisons (one seed, a seed missing, zero SE) get no mark.
+* a mean over fewer seeds than the row's ``Seeds`` says ``(n=2)``; a difference that decides nothing
+  says why in its cell, e.g. ``(one seed, images only)`` or ``(seed 1 missing)``.
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from csfgan.report.stats import Difference
+from csfgan.report.stats import LEVEL, Difference, better_than_all, holm
 
 
 class Reported(float):
@@ -54,7 +66,11 @@ class Table:
     """Rows in dataset blocks. Row keys starting with ``_`` are not columns:
 
     ``_block`` the block (dataset) header, ``_control`` a control row, ``_diff`` metric -> paired
-    :class:`Difference` to the reference row, ``_best`` the metric keys where the row is its block's best.
+    :class:`Difference` to the reference row, ``_mark`` metric -> "better" / "worse" (Holm-adjusted,
+    :func:`mark_differences`), ``_p_holm`` metric -> that adjusted p-value, ``_best`` the metric keys
+    where the row is better than every other row of its block (:func:`mark_best`), ``_noise`` metric ->
+    the pooled :class:`csfgan.report.stats.Noise` its detectable effect comes from, ``_dataset`` and
+    ``_run`` the measured run behind the row.
     """
 
     name: str
@@ -87,17 +103,28 @@ class Table:
                 elif c.kind == "stat":
                     rec[c.key] = v.mean if isinstance(v, Stat) else (v if isinstance(v, (int, float)) else None)
                     rec[f"{c.key}_ci95"] = v.ci95 if isinstance(v, Stat) else None
+                    rec[f"{c.key}_n"] = v.n if isinstance(v, Stat) else None
+                    if c.better is not None:
+                        rec[f"{c.key}_best"] = c.key in row.get("_best", ())
                 else:
                     rec[c.key] = v
             if self.reference is not None:
                 rec["control"] = row["_control"]
             for c in self.diff_columns:
                 d = row.get("_diff", {}).get(c.key)
+                mark = row.get("_mark", {}).get(c.key)
+                noise = row.get("_noise", {}).get(c.key)
                 rec.update({f"{c.key}_diff": None if d is None else d.estimate,
                             f"{c.key}_diff_low": None if d is None else d.low,
                             f"{c.key}_diff_high": None if d is None else d.high,
-                            f"{c.key}_diff_significant": None if d is None else d.significant,
-                            f"{c.key}_diff_mde": None if d is None else d.mde,
+                            f"{c.key}_diff_seeds": None if d is None else d.seeds,
+                            f"{c.key}_diff_df": None if d is None else d.df,
+                            f"{c.key}_diff_p": None if d is None else d.p_two_sided,
+                            f"{c.key}_diff_p_holm": row.get("_p_holm", {}).get(c.key),
+                            f"{c.key}_diff_significant": None if d is None else mark is not None,
+                            f"{c.key}_diff_mark": None if d is None else (mark or ""),
+                            f"{c.key}_diff_reason": None if d is None else d.reason,
+                            f"{c.key}_diff_mde": None if d is None else (noise.mde if noise is not None else d.mde),
                             f"{c.key}_diff_covers": None if d is None else d.covers})
             rec.update(meta)
             records.append(rec)
@@ -105,6 +132,10 @@ class Table:
         for c in self.columns:
             if c.key == "seeds" or c.kind == "millions":
                 frame[c.key] = frame[c.key].astype("Int64")
+            if c.kind == "stat":
+                frame[f"{c.key}_n"] = frame[f"{c.key}_n"].astype("Int64")
+        for c in self.diff_columns:
+            frame[f"{c.key}_diff_seeds"] = frame[f"{c.key}_diff_seeds"].astype("Int64")
         return frame
 
     def csv(self) -> str:
@@ -119,72 +150,111 @@ class Table:
         return render_latex(self)
 
 
-DAGGER = "†"
+DAGGER = "†"  # significantly better than the reference row
+DDAGGER = "‡"  # significantly worse
+MARKS = {"better": DAGGER, "worse": DDAGGER}
+LATEX_MARKS = {"better": r"\textsuperscript{\dag}", "worse": r"\textsuperscript{\ddag}"}
+BEST_NOTE = ("Bold: the row better than every other row of its block (same dataset and source, controls "
+             "excluded) by paired one-sided tests at 2.5% of the best mean against each other row, Holm-adjusted "
+             "over those comparisons; often nothing is bold. Reported rows have no seeds to test and are never "
+             "bold.")
 
 
-def mark_best(table: Table) -> None:
-    """``_best``: per block, among the non-control rows of one source, the best value of each metric
-    column as displayed (ties at the shown precision all count)."""
-    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+def mark_best(table: Table, pairwise) -> None:
+    """``_best``: per block, among the measured non-control rows of one source and dataset, the metric
+    columns where the row with the best mean is better than every other row (:func:`better_than_all`).
+
+    ``pairwise(row, other, key)`` gives the paired :class:`Difference` row − other (None if it cannot
+    be formed); rows without ``_run`` (reported numbers) are never candidates.
+    """
+    groups: dict[tuple[str, Any, Any], list[dict[str, Any]]] = {}
     for row in table.rows:
         row["_best"] = set()
-        if not row["_control"]:
-            groups.setdefault((row["_block"], row.get("source")), []).append(row)
+        if not row["_control"] and row.get("_run") is not None:
+            groups.setdefault((row["_block"], row.get("source"), row.get("_dataset")), []).append(row)
     for rows in groups.values():
         if len(rows) < 2:
             continue
         for c in table.columns:
             if c.kind != "stat" or c.better is None:
                 continue
-            shown = {id(r): _shown_value(r.get(c.key), c) for r in rows}
-            values = [v for v in shown.values() if v is not None]
-            if len(values) < 2:
+            stats = [(r, r.get(c.key)) for r in rows]
+            if any(not isinstance(v, Stat) for _, v in stats):
                 continue
-            best = min(values) if c.better == "lower" else max(values)
-            if all(v == best for v in values):
-                continue  # a tie of every row marks nothing
-            for r in rows:
-                if shown[id(r)] == best:
-                    r["_best"].add(c.key)
+            pick = min if c.better == "lower" else max
+            best_row, _ = pick(stats, key=lambda rv: rv[1].mean)
+            diffs = [pairwise(best_row, other, c.key) for other in rows if other is not best_row]
+            if better_than_all(diffs, c.better):
+                best_row["_best"].add(c.key)
 
 
-def _shown_value(value: Any, column: Column) -> float | None:
-    if isinstance(value, Stat):
-        return round(value.mean, _decimals(value.mean, column))
-    if isinstance(value, (int, float)) and math.isfinite(float(value)):
-        return round(float(value), _decimals(float(value), column))
-    return None
+def mark_differences(table: Table) -> None:
+    """``_mark`` and ``_p_holm``: each difference column's decided differences to the reference, tested
+    two-sided at 1 − LEVEL and Holm-adjusted over the whole column (every row and dataset of the table);
+    the mark is the side of the column's ``better`` the difference lies on."""
+    for row in table.rows:
+        row["_mark"], row["_p_holm"] = {}, {}
+    for c in table.columns:
+        if c.kind != "stat":
+            continue
+        cells = [(row, row["_diff"][c.key]) for row in table.rows if c.key in row.get("_diff", {})]
+        adjusted = holm([d.p_two_sided for _, d in cells])
+        for (row, d), p in zip(cells, adjusted, strict=True):
+            if p is None:
+                continue
+            row["_p_holm"][c.key] = p
+            if p <= 1 - LEVEL and c.better is not None:
+                improves = d.estimate < 0 if c.better == "lower" else d.estimate > 0
+                row["_mark"][c.key] = "better" if improves else "worse"
+
+
+def _mark(row: dict[str, Any], column: Column, latex: bool) -> str:
+    mark = row.get("_mark", {}).get(column.key)
+    return "" if mark is None else (LATEX_MARKS if latex else MARKS)[mark]
 
 
 def _cell(row: dict[str, Any], column: Column, latex: bool) -> str:
-    text = format_cell(row.get(column.key), column, latex)
+    value = row.get(column.key)
+    text = format_cell(value, column, latex)
     if column.key in row.get("_best", ()):
         if not latex:
             text = f"**{text}**"
         else:  # \textbf does not reach inside math; \boldmath does
             text = rf"{{\boldmath{text}}}" if text.startswith("$") else rf"\textbf{{{text}}}"
+    planned = row.get("seeds")
+    if isinstance(value, Stat) and isinstance(planned, int) and value.n < planned:
+        text += f" (n={value.n})"
+    return text + _mark(row, column, latex)
+
+
+def _why(diff: Difference) -> str:
+    """Why a difference decides nothing, as its cell says it."""
+    if diff.reason is None:
+        return ""
+    if diff.reason == "one seed" and diff.covers == "images":
+        return " (one seed, images only)"
+    return f" ({diff.reason})"
+
+
+def _diff_cell(row: dict[str, Any], column: Column, latex: bool) -> str:
     diff = row.get("_diff", {}).get(column.key)
-    if diff is not None and diff.significant:
-        text += r"\textsuperscript{\dag}" if latex else DAGGER
-    return text
-
-
-def _diff_cell(diff: Difference | None, column: Column, latex: bool) -> str:
     if diff is None:
         return "--" if latex else "–"
+    if not math.isfinite(diff.estimate):
+        return ("--" if latex else "–") + _why(diff)
     # Enough decimals for two significant digits of the larger of the estimate and the half-width.
     size = max(abs(diff.estimate), diff.half_width or 0.0)
     d = column.decimals if column.decimals is not None else 2
-    if size > 0:
-        d = max(d, _significant(size, 2))
+    if size > 0:  # at most 4 more decimals than the column's: rounding noise reads as 0
+        d = min(max(d, _significant(size, 2)), d + 4)
     est = f"{diff.estimate:+.{d}f}"
     if diff.low is None:
         body = est
     else:
         body = f"{est} [{diff.low:+.{d}f}, {diff.high:+.{d}f}]"
     if latex:
-        return f"${body.replace('-', '{-}')}$" + (r"\textsuperscript{\dag}" if diff.significant else "")
-    return body.replace("-", "−") + (DAGGER if diff.significant else "")
+        return f"${body.replace('-', '{-}')}$" + latex_escape(_why(diff)) + _mark(row, column, True)
+    return body.replace("-", "−") + _why(diff) + _mark(row, column, False)
 
 
 def _row_label(row: dict[str, Any], column: Column, latex: bool) -> str:
@@ -207,15 +277,16 @@ def render_markdown(t: Table) -> str:
     table(t.columns, lambda r: [_row_label(r, c, False) if c is label else _cell(r, c, False) for c in t.columns])
     diff_cols = t.diff_columns
     if diff_cols:
-        lines += ["", f"Paired difference to {t.reference} (row minus reference), 95% CI; "
-                      f"{DAGGER}: the interval excludes 0.", ""]
+        lines += ["", f"Paired difference to {t.reference} (row minus reference), 95% CI; {DAGGER} better, "
+                      f"{DDAGGER} worse than {t.reference} (paired two-sided test at 5%, Holm-adjusted within the "
+                      f"column).", ""]
         head = [c for c in t.columns if c.kind != "stat" and c.kind != "millions"]
 
         def diff_cells(r):
             if not r.get("_diff"):
                 return None
             return [_row_label(r, c, False) if c is label else format_cell(r.get(c.key), c, False) for c in head] + [
-                _diff_cell(r["_diff"].get(c.key), c, False) for c in diff_cols]
+                _diff_cell(r, c, False) for c in diff_cols]
 
         table(head + [Column(c.key, f"Δ {c.header}", "stat", c.decimals, c.better) for c in diff_cols], diff_cells)
     lines.append("")
@@ -229,9 +300,11 @@ def render_latex(t: Table) -> str:
     columns = [c for c in t.columns if c.key != t.block_column]
     n = len(columns)
     spec = "".join("l" if c.kind == "text" else "r" for c in columns)
-    caption = t.title + ". Mean ± 95% CI over seeds where there are several; bold: best per dataset"
+    caption = (t.title + ". Mean ± 95% CI over seeds where there are several; bold: better than every other row "
+               "of its dataset (paired tests, Holm)")
     if t.diff_columns:
-        caption += f"; † the paired difference to {t.reference} has a 95% CI excluding 0 (lower panel)"
+        caption += (f"; † better, ‡ worse than {t.reference} (paired difference, lower panel, 95% CI; Holm within "
+                    "the column)")
     out = [f"% Table {number}: {t.title}. Generated by `csfgan tables`; do not edit.",
            r"% Needs \usepackage{booktabs}. Notes (for the caption or the text):"]
     out += ["%   - " + note for note in t.notes]
@@ -262,7 +335,7 @@ def render_latex(t: Table) -> str:
                    r"(95\% CI)}} \\")
         blocks([r for r in t.rows if r.get("_diff")],
                lambda r: [_row_label(r, c, True) if c is label
-                          else _diff_cell(r["_diff"].get(c.key), c, True) if c.key in diff_cols
+                          else _diff_cell(r, c, True) if c.key in diff_cols
                           else ("" if c.kind == "stat" else format_cell(r.get(c.key), c, True)) for c in columns])
     out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(out) + "\n"
@@ -311,7 +384,7 @@ def md_escape(text: str) -> str:
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "λ": r"$\lambda$",
           "–": "--", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "≥": r"$\geq$", "√": r"$\surd$", "·": r"$\cdot$",
-          "−": "-", "†": r"\dag{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+          "−": "-", "†": r"\dag{}", "‡": r"\ddag{}", "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 def latex_escape(text: str) -> str:

@@ -17,6 +17,11 @@ R-precision, the synthetic sets' attribute accuracies) fit without a 20-column t
     table<k>.md    a Markdown table with a caption line and notes
     table<k>.tex   a booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)
 
+Differences to a table's reference row, bold and the † / ‡ marks are decided by the paired tests of
+``csfgan.report.stats`` (bold: better than every other row of the block, Holm; † / ‡: better / worse
+than the reference, Holm within the column; nothing is decided with one seed, a seed missing or a zero
+standard error). A mean over fewer seeds than planned (a missing or NaN value) shows its n.
+
 Here: reading the runs, the statistics and what each table holds; the table model and how it is
 rendered (rounding, bold, †, escaping) are in ``csfgan.report.render``.
 """
@@ -35,8 +40,18 @@ from csfgan.config import apply_variant, load_scale, load_variant, parse_overrid
 from csfgan.errors import UserError
 from csfgan.io import write_text
 from csfgan.plan import Plan, RunId, plan, split_run_name, variant_path
-from csfgan.report.render import DAGGER, Column, Reported, Stat, Table, mark_best
-from csfgan.report.stats import Difference, compare, covers_note
+from csfgan.report.render import (
+    BEST_NOTE,
+    DAGGER,
+    DDAGGER,
+    Column,
+    Reported,
+    Stat,
+    Table,
+    mark_best,
+    mark_differences,
+)
+from csfgan.report.stats import Difference, Noise, compare, covers_note, noise_of
 
 
 class ReportError(UserError, RuntimeError):
@@ -203,6 +218,7 @@ class Runs:
         wanted = {r for t in (tables or [None]) for r in p.runs(t)}
         self.metrics = {r: read_metrics(r, self.root) for r in p.runs() if r in wanted}
         self._per_image: dict[RunId, dict[str, np.ndarray]] = {}
+        self._noise: dict[tuple[str, tuple[str, ...], str], Noise | None] = {}
 
     def seeds(self, dataset: str, name: str) -> list[dict[str, Any]]:
         return [self.metrics[RunId(dataset, name, s)] for s in self.plan.seeds]
@@ -218,8 +234,8 @@ class Runs:
                 arrays = per_image.load(self.root / run.path)
                 for key in per_image.MEAN_METRICS + tuple(per_image.RATIO_METRICS):
                     values = per_image.per_image_values(arrays, key)
-                    if values is None or m.get(key) is None:
-                        continue
+                    if values is None or m.get(key) is None or not math.isfinite(float(m[key])):
+                        continue  # a missing value is a missing seed (stats.compare), not a stale file
                     v, c = values
                     whole = v.mean() if c is None else v.sum() / c.sum()
                     if not math.isclose(whole, m[key], rel_tol=1e-9, abs_tol=1e-12):
@@ -228,6 +244,28 @@ class Runs:
                 self._per_image[run] = arrays
             out.append(self._per_image[run])
         return out
+
+    def compare(self, dataset: str, a: str, b: str, key: str) -> Difference | None:
+        """Run ``b`` minus run ``a`` on one metric, paired by seed (and image, for per-image metrics)."""
+        from csfgan.metrics.per_image import MEAN_METRICS, RATIO_METRICS
+
+        per_image = key in MEAN_METRICS or key in RATIO_METRICS
+        return compare(key, [m.get(key) for m in self.seeds(dataset, a)], [m.get(key) for m in self.seeds(dataset, b)],
+                       self.per_image(dataset, a) if per_image else None,
+                       self.per_image(dataset, b) if per_image else None, seeds=self.plan.seeds)
+
+    def noise(self, dataset: str, names: list[str], key: str) -> Noise | None:
+        """The seed-to-seed noise of one metric pooled over these runs (``stats.noise_of``), cached."""
+        from csfgan.metrics.per_image import MEAN_METRICS, RATIO_METRICS
+
+        names = tuple(dict.fromkeys(names))
+        cache = (dataset, names, key)
+        if cache not in self._noise:
+            values = [[m.get(key) for m in self.seeds(dataset, n)] for n in names]
+            images = ([self.per_image(dataset, n) for n in names] if key in MEAN_METRICS or key in RATIO_METRICS
+                      else None)
+            self._noise[cache] = noise_of(key, values, images)
+        return self._noise[cache]
 
     def present(self, keys: list[tuple[str, str]]) -> set[str]:
         """Metric keys found in any metrics file of these (dataset, run) pairs."""
@@ -253,6 +291,7 @@ def _row_stats(runs: Runs, dataset: str, name: str, columns: list[Column]) -> tu
     row: dict[str, Any] = {c.key: mean_ci(m.get(c.key) for m in per_seed) for c in columns if c.kind == "stat"}
     row["seeds"] = len(per_seed)
     row["run"] = name
+    row["_run"], row["_dataset"] = name, dataset
     meta = {key: " + ".join(sorted({str(m.get(key)) for m in per_seed}))
             for key in ("fid_features", "perceptual_source", "scale")}
     return row, meta
@@ -319,21 +358,25 @@ def _pairs(p: Plan, table: str) -> list[tuple[str, str, str]]:
     return [(d, label, name) for d, rows in p.rows[table].items() for label, name in rows.items()]
 
 
-def _differences(runs: Runs, dataset: str, reference: str, name: str, columns: list[Column]) -> dict[str, Difference]:
-    """Each metric column's paired difference ``name − reference`` on ``dataset``."""
-    from csfgan.metrics.per_image import MEAN_METRICS, RATIO_METRICS
-
-    keys = [c.key for c in columns if c.kind == "stat"]
-    per_image = any(k in MEAN_METRICS or k in RATIO_METRICS for k in keys)
-    a_images = runs.per_image(dataset, reference) if per_image else None
-    b_images = runs.per_image(dataset, name) if per_image else None
-    a, b = runs.seeds(dataset, reference), runs.seeds(dataset, name)
-    out = {}
-    for key in keys:
-        diff = compare(key, [m.get(key) for m in a], [m.get(key) for m in b], a_images, b_images)
+def _differences(runs: Runs, dataset: str, reference: str, name: str, columns: list[Column],
+                 arms: list[str]) -> tuple[dict[str, Difference], dict[str, Noise]]:
+    """Each metric column's paired difference ``name − reference`` on ``dataset``, and the metric's
+    noise pooled over ``arms`` (the block's rows) and these two, for the detectable effect."""
+    out, noise = {}, {}
+    for key in (c.key for c in columns if c.kind == "stat"):
+        diff = runs.compare(dataset, reference, name, key)
         if diff is not None:
             out[key] = diff
-    return out
+            pooled = runs.noise(dataset, [*arms, reference, name], key)
+            if pooled is not None:
+                noise[key] = pooled
+    return out, noise
+
+
+def _finish(runs: Runs, t: Table) -> None:
+    """The tests behind the marks: † / ‡ (Holm within each column) and bold (better than every other row)."""
+    mark_differences(t)
+    mark_best(t, lambda row, other, key: runs.compare(row["_dataset"], other["_run"], row["_run"], key))
 
 
 def _difference_notes(t: Table) -> list[str]:
@@ -341,18 +384,32 @@ def _difference_notes(t: Table) -> list[str]:
     for row in t.rows:
         for key, d in row.get("_diff", {}).items():
             diffs.setdefault(key, []).append(d)
+    notes = []
+    planned = [r.get("seeds") for r in t.rows if isinstance(r.get("seeds"), int)]
+    if any(isinstance(v, Stat) and isinstance(r.get("seeds"), int) and v.n < r["seeds"]
+           for r in t.rows for v in r.values()):
+        notes.append("(n=k) after a mean: only k of the row's seeds have that metric (missing or not finite); "
+                     "its comparisons are not decided and say which seed is missing.")
     if not diffs:
-        return []
+        return notes + ([BEST_NOTE] if planned else [])
     headers = {c.key: c.header for c in t.columns}
     seeds = max(d.seeds for items in diffs.values() for d in items)
-    why = (" With one seed, per-run metrics (FID, KID, R-precision) have no interval (a spread needs two "
-           "seeds; set `seeds: [0, 1, 2]`), and the per-image metrics' intervals cover the test images only."
-           if seeds == 1 else "")
-    return [f"Differences: each row minus {t.reference} on the same dataset, paired seed by seed (same data order "
-            f"and test captions) and, for per-image metrics, image by image. What each 95% interval covers: "
-            f"{covers_note(diffs, headers)}.{why} {DAGGER} marks a difference whose interval excludes 0, in both "
-            f"panels. Bold: the best value per dataset among rows of the same source (controls excluded), at the "
-            f"precision shown. The per-comparison MDE (smallest difference detectable with 80% power) is in the CSV."]
+    why = (" With one seed nothing is decided (a comparison needs 2 seeds): per-run metrics (FID, KID, "
+           "R-precision) have no interval, and the per-image metrics' intervals cover the test images only, not "
+           "seed-to-seed variation (set `seeds: [0, 1, 2]`)." if seeds == 1 else "")
+    return notes + [
+        f"Differences: each row minus {t.reference} on the same dataset, paired seed by seed (same data order and "
+        f"test captions) and, for per-image metrics, image by image. What each 95% interval covers: "
+        f"{covers_note(diffs, headers)}.{why} {DAGGER} better, {DDAGGER} worse than {t.reference}: the paired "
+        f"two-sided test at 5% (the interval excludes 0), Holm-adjusted over every row of that column, in both "
+        f"panels; a comparison with one seed, a seed missing or a zero standard error decides nothing and its "
+        f"cell says why.",
+        BEST_NOTE,
+        "The CSV gives per comparison its p-value (`_diff_p`), the Holm-adjusted one (`_diff_p_holm`) and the "
+        "smallest difference detectable with 80% power (`_diff_mde`), the latter from the metric's seed-to-seed "
+        "noise pooled over the dataset's rows of the table (arm × seed, or arm × seed × image, ANOVA; controls only "
+        "in their own comparison), at the df of the comparison's own test.",
+    ]
 
 
 def table1(runs: Runs, title: str) -> Table:
@@ -387,7 +444,8 @@ def table1(runs: Runs, title: str) -> Table:
                        dataset=dataset_label(d),
                        fid_basis=" + ".join(features_label(f).replace(" features", "") for f in feats.split(" + ")))
             if name != reference:
-                row["_diff"] = _differences(runs, d, reference, name, metric_cols)
+                arms = [n for d2, _, n in pairs if d2 == d]
+                row["_diff"], row["_noise"] = _differences(runs, d, reference, name, metric_cols, arms)
             t.add(row, {"paper_column": col, "run": name, **meta}, block)
     t.notes = _provenance_notes(runs, [(d, n) for d, _, n in pairs]) + [
         "Rows marked 'reported' are copied from the paper's Table 1 (256 px, 128 px centre hole, Inception FID); "
@@ -397,8 +455,8 @@ def table1(runs: Runs, title: str) -> Table:
     ]
     if "Oxford-102" in columns:
         t.notes.append("MISL's Oxford-102 PSNR of 0.764 is copied as printed in the paper (probably a typo there).")
+    _finish(runs, t)
     t.notes += _difference_notes(t)
-    mark_best(t)
     return t
 
 
@@ -465,7 +523,8 @@ def table3(runs: Runs, title: str) -> Table:
         row, meta = _row_stats(runs, d, name, metric_cols)
         row.update(method=variant_label(label), dataset=dataset_label(d))
         if name != reference:
-            row["_diff"] = _differences(runs, d, reference, name, metric_cols)
+            arms = [n for d2, lab, n in pairs if d2 == d and lab not in controls]
+            row["_diff"], row["_noise"] = _differences(runs, d, reference, name, metric_cols, arms)
         t.add(row, {"run": name, **meta}, dataset_label(d), control=label in controls)
     t.notes = _provenance_notes(runs, [(d, n) for d, _, n in pairs]) + [
         "Rows are the variants tables.yaml lists for table3 (experiments/variants/NAME.yaml); baseline is our "
@@ -480,8 +539,8 @@ def table3(runs: Runs, title: str) -> Table:
                          if "attribute_chance" in m})
         t.notes.append(f"Chance for attribute and counterfactual accuracy: {', '.join(f'{c:.3f}' for c in chance)} "
                        "(one palette colour in the palette's size).")
+    _finish(runs, t)
     t.notes += _difference_notes(t)
-    mark_best(t)
     return t
 
 
@@ -525,14 +584,15 @@ def table4(runs: Runs, title: str) -> Table:
         row, meta = _row_stats(runs, d, name, metric_cols)
         row.update(value=sweep_label(value, parameter, name, variant), dataset=dataset_label(d))
         if t.reference is not None and name != variant:
-            row["_diff"] = _differences(runs, d, variant, name, metric_cols)
+            arms = [n for d2, _, n in pairs if d2 == d]
+            row["_diff"], row["_noise"] = _differences(runs, d, variant, name, metric_cols, arms)
         t.add(row, {"run": name, "parameter": parameter, "parameter_value": value, **meta}, dataset_label(d))
     t.notes = _provenance_notes(runs, [(d, n) for d, _, n in pairs]) + [
         f"Sweep of {parameter} on variant '{variant}' (tables.yaml, table4); the other settings are the variant's. "
         "The paper sweeps λ_edge on CUB-200-2011 only and reports FID alone.",
     ]
+    _finish(runs, t)
     t.notes += _difference_notes(t)
-    mark_best(t)
     return t
 
 
