@@ -149,10 +149,13 @@ def kid_replicates(fake: np.ndarray, real: np.ndarray, weights: np.ndarray) -> n
     w = np.asarray(weights, np.float64)
     m = w.sum(axis=1)
 
-    def within(k: np.ndarray) -> np.ndarray:  # Σ over pairs of distinct resampled rows
-        return np.einsum("ri,ij,rj->r", w, k, w) - w @ np.diag(k)
+    def quadratic(k: np.ndarray) -> np.ndarray:  # wᵣᵀ K wᵣ for every resample r, as one matrix product
+        return ((w @ k) * w).sum(axis=1)
 
-    cross = np.einsum("ri,ij,rj->r", w, k_xy, w)
+    def within(k: np.ndarray) -> np.ndarray:  # Σ over pairs of distinct resampled rows
+        return quadratic(k) - w @ np.diag(k)
+
+    cross = quadratic(k_xy)
     return (within(k_xx) + within(k_yy)) / (m * (m - 1)) - 2 * cross / (m * m)
 
 
