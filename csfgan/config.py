@@ -298,7 +298,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _choices(cfg: "ScaleConfig"):
+def _choices(cfg: ScaleConfig):
     for key in CHOICES:
         section, name = key.split(".")
         yield key, getattr(getattr(cfg, section), name)

@@ -46,7 +46,7 @@ from csfgan.metrics import per_image
 from csfgan.metrics.feature_net import describe, load_feature_net
 from csfgan.metrics.fid import FEATURE_NET, INCEPTION, fid_kid, inception_weights_available, module_weights_hash
 from csfgan.metrics.pixel import pixel_metrics_per_image
-from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_precision
+from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_precision_hits
 from csfgan.models.generator import Generator, check_architecture
 from csfgan.models.text import TextEncoder, empty_captions, padding_mask
 from csfgan.provenance import file_sha256, provenance
@@ -176,7 +176,8 @@ def _check_same_run(run: Path, checkpoint: Path, record: dict[str, Any]) -> None
     try:
         own = json.loads(config.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{config}: unreadable ({exc}); it should be the run's identity, written by train") from None
+        raise CheckpointError(f"{config}: unreadable ({exc}); it should be the run's identity, written by "
+                              f"train") from None
     diffs = identity_differences(own, record)
     if diffs:
         raise CheckpointError(f"{checkpoint} is not a checkpoint of {run} ({'; '.join(diffs[:3])}); "
@@ -261,7 +262,7 @@ def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_tex
                      weights: str | None, folder: str) -> dict[str, Any]:
     started = time.perf_counter()
     if not checkpoint.is_file():
-        raise CheckpointError(f"{checkpoint}: no such generator checkpoint (a finished run has final.pt; "
+        raise CheckpointError(f"{checkpoint}: no such checkpoint (a finished run has final.pt; generator "
                               f"snapshots are kept with train.snapshot_every)")
     model = InpaintingModel(checkpoint, device, weights)
     _check_same_run(run, checkpoint, model.run)
@@ -308,8 +309,9 @@ def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_tex
     metrics.update({k: float(per_image_arrays[k].mean()) for k in per_image.MEAN_METRICS})
 
     extractor = INCEPTION if weights else FEATURE_NET
-    fid = fid_kid(real, fakes, extractor=extractor, network=fid_net, inception_weights=weights,
-                  cache_dir=fid_cache_dir(data), cache_key=f"{data.name}-{split}")
+    fid, per_image_arrays["fid_fake_features"], per_image_arrays["fid_real_features"] = fid_kid(
+        real, fakes, extractor=extractor, network=fid_net, inception_weights=weights,
+        cache_dir=fid_cache_dir(data), cache_key=f"{data.name}-{split}", return_features=True)
     metrics.update({k: fid[k] for k in ("fid", "kid_mean", "kid_std")})
     metrics["fid_features"] = fid["features"]
     metrics["fid_details"] = {k: v for k, v in fid.items() if k not in ("fid", "kid_mean", "kid_std")}
@@ -322,8 +324,10 @@ def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_tex
         }
 
     candidates = mismatched_candidates(test.split.class_ids, R_PRECISION_CANDIDATES, seed=cfg.eval.caption_seed)
-    metrics["r_precision"] = r_precision(torch.cat(fake_codes), torch.cat(sent_codes), torch.arange(n),
-                                         torch.from_numpy(candidates))
+    hits = r_precision_hits(torch.cat(fake_codes), torch.cat(sent_codes), torch.arange(n),
+                            torch.from_numpy(candidates))
+    per_image_arrays["r_precision_hit"] = hits.numpy()
+    metrics["r_precision"] = float(hits.float().mean())
     metrics["r_precision_candidates"] = R_PRECISION_CANDIDATES + 1
     metrics["r_precision_encoder"] = rp_record
 

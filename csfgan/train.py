@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from csfgan import readings
 from csfgan.checkpoint import GENERATOR_KIND, STATE_KIND, load_checkpoint, save_checkpoint
 from csfgan.config import (  # noqa: F401 - parse_overrides re-exported for older callers
     ScaleConfig,
@@ -44,16 +45,15 @@ from csfgan.config import (  # noqa: F401 - parse_overrides re-exported for olde
     to_dict,
 )
 from csfgan.damsm import load_text_encoder
-from csfgan.ema import GeneratorAverage
 from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
 from csfgan.data.text import Vocabulary
+from csfgan.ema import GeneratorAverage
 from csfgan.errors import UserError
 from csfgan.io import remove_stale_temporaries, write_json
 from csfgan.lock import command_line, output_lock
 from csfgan.losses import GeneratorLoss
 from csfgan.models.damsm import DamsmImageEncoder
-from csfgan import readings
 from csfgan.models.generator import GENERATOR_ARCHITECTURE, Generator, check_architecture
 from csfgan.models.text import TextEncoder, empty_captions, padding_mask
 from csfgan.provenance import file_sha256, provenance

@@ -46,21 +46,17 @@ with the method), ``OUT.png`` / ``OUT.pdf`` (:mod:`csfgan.report.variance_figure
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 from scipy import stats as scipy_stats
 
 from csfgan.errors import UserError
@@ -157,20 +153,6 @@ def kid_replicates(fake: np.ndarray, real: np.ndarray, weights: np.ndarray) -> n
 
     cross = quadratic(k_xy)
     return (within(k_xx) + within(k_yy)) / (m * (m - 1)) - 2 * cross / (m * m)
-
-
-def r_precision_hits(image_feats: torch.Tensor, text_feats: torch.Tensor, true_index: torch.Tensor,
-                     candidates: torch.Tensor) -> np.ndarray:
-    """Per image, whether its true caption scores strictly above every mismatched candidate: the terms
-    whose mean is :func:`csfgan.models.damsm.r_precision`."""
-    true_index = torch.as_tensor(true_index, dtype=torch.long).reshape(-1)
-    candidates = torch.as_tensor(candidates, dtype=torch.long)
-    img = F.normalize(image_feats.float(), dim=-1, eps=1e-8)
-    txt = F.normalize(text_feats.float(), dim=-1, eps=1e-8)
-    sims = img @ txt.t()
-    true_score = sims.gather(1, true_index[:, None])
-    best_other = sims.gather(1, candidates).max(dim=1, keepdim=True).values
-    return (true_score > best_other)[:, 0].numpy()
 
 
 # ----------------------------------------------------------------------------------------- one evaluation
@@ -276,42 +258,6 @@ def _evaluation(metrics: dict[str, Any], arrays: dict[str, np.ndarray]) -> Evalu
                       arrays["r_precision_hits"], ratios)
 
 
-@contextlib.contextmanager
-def _capturing(captured: dict[str, Any]) -> Iterator[None]:
-    """Keep what ``csfgan.evaluate`` measures FID and R-precision from, for the bootstrap.
-
-    ``evaluate`` saves per-image PSNR/SSIM and accuracy checks but neither the FID feature rows nor
-    the R-precision hits. Inside this block its ``fid_kid`` and ``r_precision`` are wrapped: each
-    computes what it did, and the wrapper also extracts the fake and real features through the same
-    torch-fidelity path (:func:`csfgan.metrics.fid.reference_features`; the reals from the cache the
-    evaluation just used) and keeps the per-image hits. :func:`check_reproduces` then checks that
-    these give the evaluation's numbers back.
-    """
-    import csfgan.evaluate as ev
-    from csfgan.metrics.fid import reference_features
-
-    fid_kid, r_precision = ev.fid_kid, ev.r_precision
-
-    def capturing_fid_kid(real, fake, **kwargs):
-        result = fid_kid(real, fake, **kwargs)
-        same = {k: kwargs.get(k) for k in ("extractor", "network", "inception_weights")}
-        with tempfile.TemporaryDirectory(prefix="csfgan-variance-") as scratch:  # fakes are never cached
-            captured["real_features"] = reference_features(real, cache_dir=kwargs.get("cache_dir") or scratch,
-                                                           cache_key=kwargs.get("cache_key"), **same)
-            captured["fake_features"] = reference_features(fake, cache_dir=scratch, **same)
-        return result
-
-    def capturing_r_precision(image_feats, text_feats, true_index, candidates):
-        captured["r_precision_hits"] = r_precision_hits(image_feats, text_feats, true_index, candidates)
-        return r_precision(image_feats, text_feats, true_index, candidates)
-
-    ev.fid_kid, ev.r_precision = capturing_fid_kid, capturing_r_precision
-    try:
-        yield
-    finally:
-        ev.fid_kid, ev.r_precision = fid_kid, r_precision
-
-
 def evaluate_snapshot(run: Path, step: int, checkpoint: Path, weights: str, *, split: str, identity: dict[str, Any],
                       feature_net: Path | None, eval_text_encoder: Path, device: str = "cpu",
                       batch_size: int | None = None, progress: bool = True) -> tuple[Evaluation, bool]:
@@ -323,24 +269,21 @@ def evaluate_snapshot(run: Path, step: int, checkpoint: Path, weights: str, *, s
     if cached is not None:
         return cached, True
     metrics_file, arrays_file = cache_paths(run, split, step, weights)
-    captured: dict[str, Any] = {}
-    with _capturing(captured):
-        metrics = evaluate(run, metrics_file, checkpoint=checkpoint, weights=weights, folder=SCRATCH, split=split,
-                           save_images=False, progress=progress, feature_net=feature_net,
-                           eval_text_encoder=eval_text_encoder, device=device, batch_size=batch_size)
-    missing = {"real_features", "fake_features", "r_precision_hits"} - set(captured)
-    if missing:
-        raise VarianceError(f"{run}: evaluate measured without passing through {sorted(missing)}; csfgan.variance "
-                            f"needs updating to how csfgan.evaluate computes FID and R-precision")
+    metrics = evaluate(run, metrics_file, checkpoint=checkpoint, weights=weights, folder=SCRATCH, split=split,
+                       save_images=False, progress=progress, feature_net=feature_net,
+                       eval_text_encoder=eval_text_encoder, device=device, batch_size=batch_size)
     scratch = Path(run) / SCRATCH / per_image.FILE
     try:
         with np.load(scratch, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError) as exc:
         raise VarianceError(f"{scratch}: evaluate's per-image metrics are unreadable ({exc})") from exc
-    arrays.update(fake_features=np.asarray(captured["fake_features"], np.float32),
-                  real_features=np.asarray(captured["real_features"], np.float32),
-                  r_precision_hits=np.asarray(captured["r_precision_hits"], bool),
+    # evaluate keeps the rows FID/KID and R-precision were computed from (per_image.npz).
+    missing = {"fid_fake_features", "fid_real_features", "r_precision_hit"} - set(arrays)
+    if missing:
+        raise VarianceError(f"{scratch}: no {sorted(missing)}; it was written by an older csfgan evaluate")
+    arrays.update(fake_features=arrays.pop("fid_fake_features"), real_features=arrays.pop("fid_real_features"),
+                  r_precision_hits=arrays.pop("r_precision_hit").astype(bool),
                   identity=np.asarray(json.dumps(identity, sort_keys=True)))
     result = _evaluation(metrics, arrays)
     check_reproduces(result, str(metrics_file))

@@ -106,6 +106,6 @@ def test_evaluate_refuses_weights_or_checkpoints_that_are_not_there(smoke_pipeli
         evaluate(plain, progress=False, split="val", weights="ema", **smoke_metric_nets)
     with pytest.raises(CheckpointError, match=r"is not a checkpoint of .*plain.*loss.edge"):
         evaluate(plain, progress=False, split="val", checkpoint=other / "final.pt", **smoke_metric_nets)
-    with pytest.raises(CheckpointError, match="no such generator checkpoint"):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
         evaluate(plain, progress=False, split="val", checkpoint=snapshot_path(plain, 2), **smoke_metric_nets)
     assert not (plain / "metrics_val.json").exists()

@@ -16,7 +16,7 @@ import torch_fidelity.metric_kid as tfk
 from scipy import stats as scipy_stats
 
 from csfgan import variance as var
-from csfgan.models.damsm import r_precision
+from csfgan.models.damsm import r_precision, r_precision_hits
 from csfgan.report import stats
 
 
@@ -122,14 +122,20 @@ def test_fid_and_kid_replicates_are_torch_fidelity_on_the_resampled_rows():
     assert np.ptp(fid[1:]) > 0  # the resamples differ
 
 
-def test_r_precision_hits_average_to_r_precision():
+def test_r_precision_hits_are_each_images_strict_win():
+    """Each image's hit, checked by a plain loop over its candidates; R-precision is their mean."""
     torch.manual_seed(0)
     image, text = torch.randn(30, 8), torch.randn(30, 8)
     image[:15] += 2 * text[:15]  # half the images match their caption
     candidates = torch.stack([torch.tensor([(i + k) % 30 for k in range(1, 6)]) for i in range(30)])
-    hits = var.r_precision_hits(image, text, torch.arange(30), candidates)
-    assert hits.dtype == bool and 0 < hits.sum() < 30
-    assert hits.mean() == pytest.approx(r_precision(image, text, torch.arange(30), candidates))
+    hits = r_precision_hits(image, text, torch.arange(30), candidates)
+
+    def cos(a, b):
+        return float(a @ b / (a.norm() * b.norm()))
+
+    expect = [all(cos(image[i], text[i]) > cos(image[i], text[j]) for j in candidates[i]) for i in range(30)]
+    assert hits.tolist() == expect and 0 < sum(expect) < 30
+    assert r_precision(image, text, torch.arange(30), candidates) == pytest.approx(sum(expect) / 30)
 
 
 # ------------------------------------------------------------------------------------------- end to end

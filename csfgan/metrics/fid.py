@@ -399,7 +399,8 @@ def fid_kid(
     kid_subset_size: int = 1000,
     batch_size: int = 64,
     verbose: bool = False,
-) -> dict:
+    return_features: bool = False,
+) -> dict | tuple[dict, np.ndarray, np.ndarray]:
     """FID and KID of ``fake`` against ``real`` (both uint8 (N, H, W, 3), same shape) via torch-fidelity.
 
     ``extractor`` is ``"inception-v3-compat"`` (weights from ``inception_weights`` or the torch-hub
@@ -412,7 +413,8 @@ def fid_kid(
 
     Returns ``fid``, ``kid_mean``, ``kid_std`` and what they were measured with: ``features`` (the
     extractor name, for labelling), ``feature_weights_sha256``, ``num_images``, ``kid_subset_size``,
-    ``kid_subsets``.
+    ``kid_subsets``. With ``return_features``, also the fake and real feature rows (N, D) they were
+    computed from, as ``(result, fake_features, real_features)``: what a bootstrap over images resamples.
     """
     _check_images("real", real)
     _check_images("fake", fake)
@@ -431,7 +433,7 @@ def fid_kid(
                                        tfm.fid_features_to_statistics(real_features), verbose)
     kid = tfk.kid_features_to_metric(fake_features, real_features, kid_subsets=KID_SUBSETS,
                                      kid_subset_size=subset, verbose=verbose)
-    return {
+    result = {
         "fid": float(fid[KEY_METRIC_FID]),
         "kid_mean": float(kid[KEY_METRIC_KID_MEAN]),
         "kid_std": float(kid[KEY_METRIC_KID_STD]),
@@ -441,3 +443,6 @@ def fid_kid(
         "kid_subset_size": subset,
         "kid_subsets": KID_SUBSETS,
     }
+    if return_features:
+        return result, np.asarray(fake_features, np.float32), np.asarray(real_features, np.float32)
+    return result

@@ -275,7 +275,15 @@ def mismatched_candidates(class_ids: np.ndarray, count: int = 99, seed: int = 0)
 def r_precision(
     image_feats: torch.Tensor, text_feats: torch.Tensor, true_index: torch.Tensor, candidates: torch.Tensor
 ) -> float:
-    """Fraction of images whose true caption scores strictly above every mismatched candidate.
+    """Fraction of images whose true caption scores strictly above every mismatched candidate: the mean
+    of :func:`r_precision_hits`."""
+    return float(r_precision_hits(image_feats, text_feats, true_index, candidates).float().mean())
+
+
+def r_precision_hits(
+    image_feats: torch.Tensor, text_feats: torch.Tensor, true_index: torch.Tensor, candidates: torch.Tensor
+) -> torch.Tensor:
+    """Per image (N,) bool: does its true caption score strictly above every mismatched candidate?
 
     ``image_feats (N, D)`` and ``text_feats (M, D)`` (cosine similarity is used);
     ``true_index (N,)`` indexes ``text_feats``; ``candidates (N, K)`` are the mismatched captions'
@@ -293,4 +301,4 @@ def r_precision(
     sims = img @ txt.t()  # (N, M)
     true_score = sims.gather(1, true_index[:, None])
     best_other = sims.gather(1, candidates).max(dim=1, keepdim=True).values
-    return float((true_score > best_other).float().mean())
+    return (true_score > best_other)[:, 0]
