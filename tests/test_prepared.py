@@ -184,3 +184,21 @@ def test_training_augmentation_is_the_authors_flip_and_grayscale():
     augment(image, a, flip=True, grayscale=0.5)
     augment(image, b, flip=False, grayscale=0.0)
     assert torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))
+
+
+def test_a_preparation_without_its_manifest_is_redone_not_refused(tmp_path):
+    """Snakemake deletes a job's declared output (manifest.json) before re-running `prepare`; the folder
+    left behind is ours, so it is prepared again (same bytes); one with anything else in it is refused."""
+    out = write_tiny_prepared(tmp_path / "tiny")
+    before = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").unlink()
+    assert check_existing(out, {"tiny": 1}) is False
+    write_tiny_prepared(out)
+    assert json.loads((out / "manifest.json").read_text()) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tiny")]  # no temporaries left
+
+    (out / "manifest.json").unlink()
+    (out / "train" / "notes.txt").write_text("mine")
+    with pytest.raises(PreparedDataError, match="no manifest.json"):
+        check_existing(out, {"tiny": 1})
+    assert (out / "train" / "notes.txt").read_text() == "mine" and (out / "train" / "images.npy").is_file()

@@ -258,6 +258,13 @@ def test_smoke_dag_end_to_end_then_reruns_exactly_what_changed(tmp_path):
     assert "step 4/4" in log  # trained from the start, not resumed at the old run's last step
     assert "word-only" in (ws / "results" / "tables" / "table3.md").read_text()
 
+    # A forced re-prepare: Snakemake deletes the declared output (manifest.json) first, and prepare
+    # redoes its own folder, to the same bytes, instead of refusing it.
+    manifest = ws / "data" / "prepared" / "synth-birds" / "manifest.json"
+    kept = manifest.read_bytes()
+    snakemake(ws, "--cores", "2", *args, "--forcerun", "prepare_synthetic", "data/prepared/synth-birds/manifest.json")
+    assert manifest.read_bytes() == kept
+
     snakemake(ws, *args, "--report", "results/report.html")
     assert (ws / "results" / "report.html").stat().st_size > 10_000
 

@@ -48,10 +48,33 @@ class PreparedDataError(UserError, RuntimeError):
     """Prepared data is missing, incomplete, or made with another config."""
 
 
+# What PreparedWriter writes besides manifest.json. A folder holding nothing else is one of our
+# preparations whose manifest was removed: Snakemake deletes a job's declared output (the manifest)
+# before it runs the job again, and `prepare` must then redo the folder, not refuse it.
+_TOP_FILES = frozenset({"vocab.json"})
+_SPLIT_FILES = frozenset({"images.npy", "part_masks.npy", "class_ids.npy", "tokens.npy", "lengths.npy",
+                          "captions.json", "keys.json", "attributes.json", "scenes.json"})
+
+
+def _headless_preparation(out: Path) -> bool:
+    """``out`` has no manifest and holds only files and split folders that ``PreparedWriter`` writes."""
+    if (out / "manifest.json").exists():
+        return False
+    for p in out.iterdir():
+        if p.is_file() and p.name in _TOP_FILES:
+            continue
+        if p.is_dir() and p.name in SPLITS and all(q.is_file() and q.name in _SPLIT_FILES for q in p.iterdir()):
+            continue
+        return False
+    return True
+
+
 def check_existing(out: Path, config: dict[str, Any]) -> bool:
-    """True if ``out`` already holds this exact preparation; raise if it holds anything else."""
+    """True if ``out`` already holds this exact preparation; False if there is nothing to keep (absent,
+    empty, or a preparation of ours without its manifest, which is redone); raise if it holds anything
+    else."""
     out = Path(out)
-    if _absent(out):
+    if _absent(out) or _headless_preparation(out):
         return False
     manifest = out / "manifest.json"
     if not manifest.is_file():
@@ -275,9 +298,15 @@ class PreparedWriter:
             "files": describe_files(self.tmp),
         }
         write_json(self.tmp / "manifest.json", body)
-        if not _absent(self.out):
+        if _absent(self.out):
+            os.replace(self.tmp, self.out)
+        elif _headless_preparation(self.out):  # our earlier preparation without its manifest: swap it out
+            trash = temporary_dir(self.out, "old")
+            os.replace(self.out, trash / self.out.name)
+            os.replace(self.tmp, self.out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
             raise PreparedDataError(f"{self.out} appeared while preparing; not overwriting it")
-        os.replace(self.tmp, self.out)
         self.tmp = None
 
     def __exit__(self, exc_type, exc, tb) -> None:
