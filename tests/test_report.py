@@ -82,6 +82,15 @@ def _write_per_image(run: Path, m: dict) -> None:
     per_image.save(run / "eval", arrays)
 
 
+def _workspace(tmp_path: Path, seeds=(0, 1, 2), **metrics) -> tuple[Path, dict]:
+    """A workspace ``w`` with the lean tables and every planned run's metrics written."""
+    root = tmp_path / "w"
+    root.mkdir()
+    config = _config(root, seeds=seeds)
+    _write_metrics(root, config, **metrics)
+    return root, config
+
+
 @pytest.fixture
 def measured(tmp_path, variants):
     root = tmp_path / "work"
@@ -244,10 +253,7 @@ def test_optional_metric_columns_only_when_measured(measured):
 
 
 def test_one_seed_shows_mean_and_n1(tmp_path, variants):
-    root = tmp_path / "w"
-    root.mkdir()
-    config = _config(root, seeds=(0,))
-    _write_metrics(root, config)
+    root, config = _workspace(tmp_path, seeds=(0,))
     t3 = build_tables(config, root)["table3"]
     md = t3.markdown()
     # One seed decides nothing: no bold, no † (earlier the image-only interval marked PSNR).
@@ -270,10 +276,7 @@ def test_one_seed_shows_mean_and_n1(tmp_path, variants):
 
 
 def test_features_disagreement_is_said(tmp_path, variants):
-    root = tmp_path / "w"
-    root.mkdir()
-    config = _config(root, seeds=(0,))
-    _write_metrics(root, config)
+    root, config = _workspace(tmp_path, seeds=(0,))
     m = root / "results/runs/synth-birds/full/seed0/metrics.json"
     m.write_text(json.dumps({**json.loads(m.read_text()), "fid_features": "inception-v3-compat"}))
     t3 = build_tables(config, root)["table3"]
@@ -283,10 +286,7 @@ def test_features_disagreement_is_said(tmp_path, variants):
 
 
 def test_evaluation_precision_disagreement_is_said(tmp_path, variants):
-    root = tmp_path / "w"
-    root.mkdir()
-    config = _config(root, seeds=(0,))
-    _write_metrics(root, config, inference_precision="bf16")
+    root, config = _workspace(tmp_path, seeds=(0,), inference_precision="bf16")
     assert "Generator run in bf16 for evaluation" in build_tables(config, root)["table3"].markdown()
     m = root / "results/runs/synth-birds/full/seed0/metrics.json"
     m.write_text(json.dumps({**json.loads(m.read_text()), "inference_precision": "fp32"}))
@@ -296,10 +296,7 @@ def test_evaluation_precision_disagreement_is_said(tmp_path, variants):
 
 
 def test_missing_metrics_names_the_file(tmp_path, variants):
-    root = tmp_path / "w"
-    root.mkdir()
-    config = _config(root)
-    _write_metrics(root, config)
+    root, config = _workspace(tmp_path)
     missing = root / "results/runs/synth-birds/wld/seed1/metrics.json"
     missing.unlink()
     with pytest.raises(ReportError, match=str(missing)):
@@ -487,10 +484,7 @@ def test_controls_render_under_the_rows_and_are_never_best(tmp_path, variants):
 
 
 def test_stale_per_image_file_is_refused(tmp_path, variants):
-    root = tmp_path / "w"
-    root.mkdir()
-    config = _config(root, seeds=(0,))
-    _write_metrics(root, config)
+    root, config = _workspace(tmp_path, seeds=(0,))
     m = root / "results/runs/synth-birds/sfm/seed0/metrics.json"
     m.write_text(json.dumps({**json.loads(m.read_text()), "psnr": 99.0}))
     with pytest.raises(ReportError, match="sfm/seed0/eval/per_image.npz: psnr .* disagrees with metrics.json"):
@@ -501,10 +495,7 @@ def test_stale_per_image_file_is_refused(tmp_path, variants):
 
 
 def test_a_missing_seed_shows_its_n_and_decides_nothing(tmp_path, variants):
-    root = tmp_path / "w"
-    root.mkdir()
-    config = _config(root)
-    _write_metrics(root, config)
+    root, config = _workspace(tmp_path)
     m = root / "results/runs/synth-birds/full/seed1/metrics.json"
     m.write_text(json.dumps({**json.loads(m.read_text()), "fid": float("nan"), "psnr": None}))
     t3 = build_tables(config, root)["table3"]
