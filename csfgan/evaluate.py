@@ -22,7 +22,6 @@ R-precision uses a DAMSM text + image encoder pair pretrained independently of t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
 from csfgan.data.text import Vocabulary
 from csfgan.errors import UserError
-from csfgan.io import remove_stale_temporaries, temporary_dir, write_json
+from csfgan.io import remove_stale_temporaries, replace_dir, temporary_dir, write_json
 from csfgan.lock import command_line, output_lock
 from csfgan.metrics import per_image
 from csfgan.metrics.feature_net import describe, load_feature_net
@@ -261,9 +260,6 @@ def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_tex
                      batch_size: int | None, save_images: bool, progress: bool, split: str, checkpoint: Path,
                      weights: str | None, folder: str) -> dict[str, Any]:
     started = time.perf_counter()
-    if not checkpoint.is_file():
-        raise CheckpointError(f"{checkpoint}: no such checkpoint (a finished run has final.pt; generator "
-                              f"snapshots are kept with train.snapshot_every)")
     model = InpaintingModel(checkpoint, device, weights)
     _check_same_run(run, checkpoint, model.run)
     cfg = model.cfg
@@ -377,14 +373,7 @@ def _publish_images(run: Path, folder: str, fakes: np.ndarray | None, captions: 
         # RUN/<folder>, not a temporary path.
         (tmp / "captions.json").write_text(json.dumps(captions, indent=2, sort_keys=True) + "\n")
         per_image.save(tmp, per_image_arrays)
-        final = run / folder
-        if final.exists():
-            old = run / f".{folder}.old-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, run / folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -89,6 +89,20 @@ def temporary_dir(dest: Path, kind: str = "partial") -> Path:
     return tmp
 
 
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Move the finished folder ``tmp`` to ``dest``; an existing ``dest`` is first moved aside (into a
+    ``.<name>.old-*`` temporary, which :func:`remove_stale_temporaries` clears if a kill interrupts this)
+    and then removed, so ``dest`` is at every moment either the old folder or the new one."""
+    tmp, dest = Path(tmp), Path(dest)
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return
+    trash = temporary_dir(dest, "old")
+    os.replace(dest, trash / dest.name)
+    os.replace(tmp, dest)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def remove_stale_temporaries(directory: Path, names: Iterable[str] | None = None) -> list[Path]:
     """Remove the temporaries of ``names`` (every name when None) left in ``directory`` by a killed run.
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from csfgan.errors import UserError
-from csfgan.io import remove_stale_temporaries, temporary_dir
+from csfgan.io import remove_stale_temporaries, replace_dir, temporary_dir
 from csfgan.lock import output_lock
 
 DEFAULT_TIMEOUT = 30.0  # seconds; socket connect and per-read timeout
@@ -372,13 +372,7 @@ def _extract_locked(archive: Path, dest: Path, digest: str, include, corrupt) ->
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise corrupt(exc) from exc
         (tmp / MARKER).write_text(json.dumps({"archive": archive.name, "md5": digest}) + "\n")
-        if dest.exists():  # a stale extraction (other MD5) made by us: swap it out
-            trash = temporary_dir(dest, "old")
-            os.replace(dest, trash / dest.name)
-            os.replace(tmp, dest)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        replace_dir(tmp, dest)  # a stale extraction (other MD5) made by us is swapped out
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

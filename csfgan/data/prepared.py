@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 
 from csfgan.data.text import Vocabulary, encode_captions
 from csfgan.errors import UserError
-from csfgan.io import UNWRITABLE, OutputError, temporary_dir, write_json
+from csfgan.io import UNWRITABLE, OutputError, replace_dir, temporary_dir, write_json
 
 # 2: the val split and the per-file sizes and hashes in the manifest.
 FORMAT_VERSION = 2
@@ -298,15 +297,10 @@ class PreparedWriter:
             "files": describe_files(self.tmp),
         }
         write_json(self.tmp / "manifest.json", body)
-        if _absent(self.out):
-            os.replace(self.tmp, self.out)
-        elif _headless_preparation(self.out):  # our earlier preparation without its manifest: swap it out
-            trash = temporary_dir(self.out, "old")
-            os.replace(self.out, trash / self.out.name)
-            os.replace(self.tmp, self.out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
+        # Absent, empty, or our earlier preparation without its manifest: swapped out.
+        if not (_absent(self.out) or _headless_preparation(self.out)):
             raise PreparedDataError(f"{self.out} appeared while preparing; not overwriting it")
+        replace_dir(self.tmp, self.out)
         self.tmp = None
 
     def __exit__(self, exc_type, exc, tb) -> None:
