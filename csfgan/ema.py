@@ -45,7 +45,7 @@ class GeneratorAverage:
     @torch.no_grad()
     def update(self, generator: nn.Module, images_per_step: int, images_seen: int) -> None:
         beta = self.beta(images_per_step, images_seen)
-        averaged = [p for p in self.module.parameters()]
+        averaged = list(self.module.parameters())
         current = [p.detach() for p in generator.parameters()]
         if len(averaged) != len(current):
             raise RuntimeError("the averaged generator no longer matches the trained one")

@@ -404,8 +404,6 @@ def _loop(s: _Session, total_steps: int, amp, outputs: _Outputs) -> None:
                                             grayscale=t.grayscale).items()}
         real, mask = b["image"], b["mask"]
         words, sent, word_mask = _text_features(s, b)
-        logged = s.rank == 0 and ((s.step + 1) % t.log_every == 0 or s.step + 1 == total_steps)
-        batch_digest = _batch_digest(b) if logged else None
 
         loss_d, terms = training_step(s.models, s.loss_fn, s.opt_g, s.opt_d, real, mask, words, sent, word_mask,
                                       class_ids=b["class_id"], amp=amp, world=s.world, step=s.step)
@@ -419,7 +417,7 @@ def _loop(s: _Session, total_steps: int, amp, outputs: _Outputs) -> None:
             now = time.perf_counter()
             s.elapsed += now - tick
             _log_step(s, outputs, loss_d, terms, images_per_s=round(window_images / max(now - tick, 1e-9), 2),
-                      batch_digest=batch_digest)
+                      batch_digest=_batch_digest(b))
             tick, window_images = time.perf_counter(), 0
         if s.rank == 0 and (s.step % t.sample_every == 0 or s.step == total_steps):
             _write_samples(s)
