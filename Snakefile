@@ -23,6 +23,7 @@ include: "workflow/rules/text_encoder.smk"
 include: "workflow/rules/feature_net.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/protocol.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/targets.smk"
 
@@ -40,4 +41,5 @@ localrules:
 rule all:
     input:
         all_targets(),
+        external_targets(),
     default_target: True

@@ -178,6 +178,33 @@ class _Inputs:
         self.tokens[:, 12:] = 0
 
 
+class TrainingStep:
+    """One variant's networks, loss and optimisers as ``csfgan train`` builds them (beside the frozen text
+    encoder and DAMSM image encoder), and its training step on given inputs: what ``bench_scale`` times and
+    ``csfgan estimate`` counts."""
+
+    def __init__(self, cfg: ScaleConfig):
+        self.models = Models(cfg)
+        self.text = TextEncoder(VOCAB_SIZE, cfg.text).eval().requires_grad_(False)
+        damsm = DamsmImageEncoder(cfg.resolution, cfg.text.hidden_dim, cfg.text.damsm.image_channels)
+        self.damsm = damsm.eval().requires_grad_(False)
+        self.loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm.features, damsm_image=damsm)
+        t = cfg.train
+        self.opt_g = torch.optim.Adam(self.models.generator.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+        self.opt_d = torch.optim.Adam(list(self.models.discriminator_parameters()), lr=t.lr, betas=(t.beta1, t.beta2))
+        self.amp = training_precision(cfg, torch.device("cpu"))
+
+    def text_features(self, x: _Inputs):
+        """Word features, sentence vector and padding mask of ``x``'s captions."""
+        with torch.no_grad():
+            words, sent = self.text(x.tokens, x.lengths)
+        return words, sent, x.tokens == 0
+
+    def step(self, x: _Inputs, words, sent, word_mask) -> None:
+        training_step(self.models, self.loss_fn, self.opt_g, self.opt_d, x.image, x.mask, words, sent, word_mask,
+                      amp=self.amp)
+
+
 def bench_scale(scale: str, variant: str = "full", *, batch: int | None = None, steps: int = 10,
                 peaks: dict[str, float] | None = None) -> dict[str, Any]:
     """Rates of the training step as ``csfgan train`` runs it (the scale's precision) and of inference
@@ -188,31 +215,20 @@ def bench_scale(scale: str, variant: str = "full", *, batch: int | None = None, 
     bi = batch or (cfg.eval.batch_size if cfg.resolution < 256 else 2)  # evaluate's batch
     torch.manual_seed(0)
     x = _Inputs(cfg, b)
-    models = Models(cfg)
-    text = TextEncoder(VOCAB_SIZE, cfg.text).eval().requires_grad_(False)
-    damsm = DamsmImageEncoder(cfg.resolution, cfg.text.hidden_dim, cfg.text.damsm.image_channels)
-    damsm.eval().requires_grad_(False)
-    loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm.features, damsm_image=damsm)
-    with torch.no_grad():
-        words, sent = text(x.tokens, x.lengths)
-    word_mask = x.tokens == 0
-    t = cfg.train
-    opt_g = torch.optim.Adam(models.generator.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
-    opt_d = torch.optim.Adam(list(models.discriminator_parameters()), lr=t.lr, betas=(t.beta1, t.beta2))
-
-    amp = training_precision(cfg, torch.device("cpu"))
+    training = TrainingStep(cfg)
+    models, loss_fn = training.models, training.loss_fn
+    words, sent, word_mask = training.text_features(x)
     train_dtype = cfg.train.precision
     infer_dtype = cfg.eval.precision
 
     def step():
-        training_step(models, loss_fn, opt_g, opt_d, x.image, x.mask, words, sent, word_mask, amp=amp)
+        training.step(x, words, sent, word_mask)
 
     xi = _Inputs(cfg, bi)
-    with torch.no_grad():
-        words_i, sent_i = text(xi.tokens, xi.lengths)
+    words_i, sent_i, word_mask_i = training.text_features(xi)
 
     def generate():
-        inference_forward(models.generator, xi.image, xi.mask, sent_i, words_i, xi.tokens == 0, amp=cfg.eval.amp)
+        inference_forward(models.generator, xi.image, xi.mask, sent_i, words_i, word_mask_i, amp=cfg.eval.amp)
 
     per_image = {
         "generator_forward": _flops(lambda: models.generator(x.image, x.mask, sent, words, word_mask)) / b,

@@ -7,10 +7,22 @@ optional dependency of one step does not break the others.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 SYNTHETIC = ("synth-birds", "synth-flowers")
+
+
+def minutes(text: str) -> float:
+    """An argparse type: a finite number of minutes >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
 
 
 def at_least(low: int):
@@ -116,7 +128,7 @@ def cmd_pretrain_text(args: argparse.Namespace) -> int:
 
     threads = configure_cpu(args.threads)["torch_threads"]
     metrics = pretrain_text(Path(args.data), load_scale(args.scale), Path(args.out), seed=args.seed,
-                            workers=threads)
+                            workers=threads, device=args.device, save_every_minutes=args.save_every_minutes)
     print(f"R-precision on the test split: {metrics['r_precision']:.3f} (chance {metrics['chance']:.3f})")
     return 0
 
@@ -127,7 +139,8 @@ def cmd_train_features(args: argparse.Namespace) -> int:
     from csfgan.runtime import configure_cpu
 
     configure_cpu(args.threads)
-    m = train_feature_net(Path(args.data), load_scale(args.scale), Path(args.out), seed=args.seed, epochs=args.epochs)
+    m = train_feature_net(Path(args.data), load_scale(args.scale), Path(args.out), seed=args.seed, epochs=args.epochs,
+                          device=args.device, save_every_minutes=args.save_every_minutes)
     acc = ", ".join(f"{k} {v:.3f} (chance {m['chance'][k]:.3f})" for k, v in m["held_out_accuracy"].items())
     print(f"held-out train-species accuracy: {acc}; trained {m['train_seconds']:.0f} s; wrote {args.out}")
     return 0
@@ -164,7 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     configure_cpu(args.threads)
     final = train(Path(args.data), Path(args.text_encoder), args.variant, args.scale, Path(args.out),
                   seed=args.seed, overrides=args.set, device=args.device, steps=args.stop_at,
-                  restart=args.restart, on_mismatch=args.on_mismatch)
+                  restart=args.restart, on_mismatch=args.on_mismatch, save_every_minutes=args.save_every_minutes)
     print(f"run in {args.out}" + (f"; final checkpoint {final}" if final.is_file() else " (stopped early)"))
     return 0
 
@@ -247,6 +260,17 @@ def cmd_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    import json
+
+    from csfgan.estimate import estimate, render
+
+    report = estimate(args.configfile, device_tflops=args.device_tflops, mfu=args.mfu,
+                      workflow_profile=args.workflow_profile, perceptual=args.perceptual)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
@@ -312,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
     p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--threads", type=at_least(1), default=None)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--save-every-minutes", type=minutes, default=10.0, metavar="M",
+                   help="save the resumable state (.<out name>.state.pt beside --out) every M minutes of wall time "
+                        "(0: never by time); SIGTERM, SIGUSR1 and Ctrl-C save it before stopping, the same command "
+                        "continues from it, and writing --out removes it")
     p.set_defaults(func=cmd_pretrain_text)
 
     p = sub.add_parser("train-features", help="train the FID/KID feature network (a species classifier used in "
@@ -322,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--epochs", type=at_least(1), default=None, help="default: csfgan.metrics.feature_net.EPOCHS")
     p.add_argument("--threads", type=at_least(1), default=None)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--save-every-minutes", type=minutes, default=10.0, metavar="M",
+                   help="save the resumable state (.<out name>.state.pt beside --out) every M minutes of wall time "
+                        "(0: never by time); SIGTERM, SIGUSR1 and Ctrl-C save it before stopping, the same command "
+                        "continues from it, and writing --out removes it")
     p.set_defaults(func=cmd_train_features)
 
     p = sub.add_parser("params", help="trainable parameters with a per-module breakdown", formatter_class=fmt)
@@ -346,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=at_least(1), default=None)
     p.add_argument("--stop-at", type=at_least(1), default=None,
                    help="stop (with a checkpoint) at this step; resume later")
+    p.add_argument("--save-every-minutes", type=minutes, default=10.0, metavar="M",
+                   help="also save the resumable state every M minutes of wall time (0: only every "
+                        "train.checkpoint_every steps); SIGTERM, SIGUSR1 and Ctrl-C save it before stopping")
     p.add_argument("--restart", action="store_true",
                    help="discard what --out holds (checkpoints, final.pt, stats, samples, metrics, eval; it says "
                         "so first) and start fresh")
@@ -451,6 +488,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=at_least(1), default=None)
     p.add_argument("--out", default="results/bench.json")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("estimate", help="what a workflow config costs before launch: FLOPs, device-hours, wall "
+                       "time and submissions per compute rule", formatter_class=fmt)
+    p.add_argument("--configfile", default="experiments/config.yaml", help="the workflow config, as snakemake takes it")
+    # Numbers are checked by csfgan.estimate, so a bad one ends in one line naming it.
+    p.add_argument("--device-tflops", required=True, metavar="TFLOPS",
+                   help="one device's peak TFLOP/s in the runs' precision (A100: 312 bf16, 156 TF32)")
+    p.add_argument("--mfu", default="0.4", help="the fraction of that peak a job reaches, in (0, 1]")
+    p.add_argument("--workflow-profile", default=None,
+                   help="the profile snakemake will run with (its set-resources and default-resources apply)")
+    p.add_argument("--perceptual", choices=("here", "vgg16"), default="here",
+                   help="the perceptual loss's network counted: what this machine would use (VGG16 where its weights "
+                   "are here, else the fallback), or VGG16 as on a node that has its weights")
+    p.add_argument("--json", action="store_true", help="every job's numbers as JSON")
+    p.set_defaults(func=cmd_estimate)
+
+    from csfgan.protocol.commands import add_commands  # protocol export, score, peer, predict
+
+    add_commands(sub, fmt, at_least)
     return parser
 
 

@@ -173,6 +173,13 @@ class TrainConfig(_Precision):
     # fixed per scale, so the search runs once). The CPU path ignores both.
     pin_memory: bool = True
     cudnn_benchmark: bool = True
+    # CUDA only. ``deterministic``: cuDNN's deterministic kernels, no autotuner,
+    # ``torch.use_deterministic_algorithms`` and cuBLAS's fixed workspace, so a rerun on the same GPU
+    # and software gives the same weights (slower; the CPU path is deterministic already).
+    # ``tf32``: let convolutions and matmuls run in TF32 on Ampere and newer GPUs (PyTorch's default
+    # allows it for convolutions only); false is true fp32. Every run records what was in effect.
+    deterministic: bool = False
+    tf32: bool = True
     # "g-first": the generator step, then the discriminators' (the authors' code; the paper is silent);
     # "d-first": ours before round three.
     update_order: str = "g-first"

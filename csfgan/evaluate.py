@@ -13,6 +13,9 @@ outputs replace earlier ones by rename, so a failed evaluation leaves earlier re
                               (csfgan.metrics.per_image), for the tables' paired intervals
     RUN/metrics.json          every metric, with what it was measured with
 
+Evaluation is :func:`inpaint_items` (our generator on the items of the protocol, csfgan.protocol.spec)
+then :func:`csfgan.measure.measure`, the code ``csfgan score`` measures anyone's folder of outputs with.
+
 The metric networks are never what the generator was trained with: FID/KID use TF-Inception when its
 weights are here, else the species classifier of ``csfgan train-features`` (``--feature-net``), and
 R-precision uses a DAMSM text + image encoder pair pretrained independently of the run's
@@ -34,24 +37,26 @@ from tqdm import tqdm
 
 from csfgan.checkpoint import GENERATOR_KIND, CheckpointError, load_checkpoint
 from csfgan.config import ScaleConfig, from_dict
-from csfgan.damsm import load_text_encoder
-from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
-from csfgan.data.text import Vocabulary
+from csfgan.data.text import Vocabulary, encode_captions
 from csfgan.errors import UserError
 from csfgan.io import remove_stale_temporaries, replace_dir, temporary_dir, write_json
 from csfgan.lock import command_line, output_lock
+from csfgan.measure import (  # noqa: F401  (R_PRECISION_CANDIDATES, fid_cache_dir: re-exported for callers)
+    R_PRECISION_CANDIDATES,
+    MetricNetworkError,
+    MetricNetworks,
+    fid_cache_dir,
+    load_metric_networks,
+    measure,
+)
 from csfgan.metrics import per_image
-from csfgan.metrics.feature_net import describe, load_feature_net
-from csfgan.metrics.fid import FEATURE_NET, INCEPTION, fid_kid, inception_weights_available, module_weights_hash
-from csfgan.metrics.pixel import pixel_metrics_per_image
-from csfgan.models.damsm import DamsmImageEncoder, mismatched_candidates, r_precision_hits
+from csfgan.metrics.fid import module_weights_hash
+from csfgan.models.damsm import DamsmImageEncoder
 from csfgan.models.generator import Generator, check_architecture
 from csfgan.models.text import TextEncoder, empty_captions, padding_mask
-from csfgan.provenance import file_sha256, provenance
-
-R_PRECISION_CANDIDATES = 99
-
+from csfgan.protocol import spec
+from csfgan.provenance import provenance
 
 # Inference runs the generator in NHWC: oneDNN's convolutions are faster in that layout (default scale,
 # fp32: 1.13x on 1 thread, 1.5x on 2); training stays NCHW, where bf16 autocast gains more without it.
@@ -139,10 +144,6 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def fid_cache_dir(data: PreparedData) -> Path:
-    return data.root.parent / ".fid-cache"
-
-
 def _check_data_identity(checkpoint: Path, record: dict[str, Any], data: PreparedData) -> None:
     """The prepared data must be the data the run was trained on, not a re-preparation at the same path."""
     recorded = record.get("data_manifest_sha256")
@@ -189,36 +190,56 @@ def metrics_path(run: Path, split: str = "test") -> Path:
     return Path(run) / ("metrics.json" if split == "test" else f"metrics_{split}.json")
 
 
-class MetricNetworkError(UserError):
-    """A metric network is missing, or is one the generator was trained with."""
-
-
-def evaluation_text_encoder(path: Path | None, model: InpaintingModel, data: PreparedData):
-    """The R-precision pair (text encoder, image encoder) and what to record about it.
-
-    It must be another DAMSM pair than the run's: R-precision on the encoders that conditioned the
-    generator measures in part what it was trained towards.
-    """
-    if path is None:
+def check_independent_pair(nets: MetricNetworks, model: InpaintingModel) -> None:
+    """R-precision's DAMSM pair must be another than the run's: on the encoders that conditioned the
+    generator it would measure in part what the generator was trained towards."""
+    if nets.rp_record["sha256"] == model.run.get("text_encoder_sha256") or module_weights_hash(
+            nets.eval_text) == module_weights_hash(model.text_encoder):
         raise MetricNetworkError(
-            "evaluate needs --eval-text-encoder: a DAMSM pair pretrained independently of the run's, e.g. "
-            f"`csfgan pretrain-text --data {data.root} --seed 1 --out results/text_encoder/{data.name}.eval.pt`"
-        )
-    path = Path(path)
-    text, image, _, ckpt = load_text_encoder(path, vocab=data.vocab)
-    sha = file_sha256(path)
-    if sha == model.run.get("text_encoder_sha256") or module_weights_hash(text) == module_weights_hash(
-            model.text_encoder):
-        raise MetricNetworkError(
-            f"--eval-text-encoder {path} is the text encoder run {model.path.parent} was trained with: R-precision "
-            f"needs a pair pretrained independently (`csfgan pretrain-text ... --seed 1`)"
+            f"--eval-text-encoder {nets.rp_record['path']} is the text encoder run {model.path.parent} was trained "
+            f"with: R-precision needs a pair pretrained independently (`csfgan pretrain-text ... --seed 1`)"
         )
     run_seed = (model.checkpoint.get("text_metrics") or {}).get("seed")
-    record = {"path": str(path), "sha256": sha, "dataset": ckpt.get("dataset"), "seed": ckpt.get("seed"),
-              "description": f"DAMSM pair pretrained on {ckpt.get('dataset')} with seed {ckpt.get('seed')}, "
-                             f"independently of the run's (seed {run_seed})",
-              "run_text_encoder_seed": run_seed}
-    return text.to(model.device), image.to(model.device), record
+    nets.rp_record["description"] += f", independently of the run's (seed {run_seed})"
+    nets.rp_record["run_text_encoder_seed"] = run_seed
+
+
+# The counterfactual inpaintings draw their generator noise from a stream of their own, so that nothing
+# measured between the two passes can shift them.
+COUNTERFACTUAL_SEED_OFFSET = 1
+
+
+def inpaint_items(model: InpaintingModel, inputs: np.ndarray, holes: np.ndarray, captions: list[str],
+                  counterfactuals: list[tuple[int, str]], *, max_words: int, batch_size: int, seed: int,
+                  progress: bool = True, desc: str = "inpaint") -> tuple[np.ndarray, np.ndarray]:
+    """Our generator on protocol items: ``inputs`` uint8 (N, H, W, 3) masked images, ``holes`` (N, H, W)
+    bool, one caption each, and ``counterfactuals`` as (item, edited caption). Returns the composited
+    uint8 outputs of the items and of the counterfactuals, in order.
+
+    ``evaluate`` (the protocol in memory) and ``csfgan predict`` (an exported folder) both run this, so
+    the same items give the same outputs: batches of ``batch_size`` in item order, the generator's noise
+    seeded by ``seed`` (the counterfactuals' by ``seed`` + COUNTERFACTUAL_SEED_OFFSET).
+    """
+
+    def run(images: np.ndarray, masks: np.ndarray, texts: list[str], label: str, stream: int) -> np.ndarray:
+        torch.manual_seed(stream)
+        out = np.empty_like(images)
+        tokens, lengths = encode_captions([[t] for t in texts], model.vocab, max_words)
+        for start in tqdm(range(0, len(images), batch_size), desc=label, disable=None if progress else True,
+                          dynamic_ncols=True):
+            stop = min(len(images), start + batch_size)
+            image = torch.from_numpy(images[start:stop]).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+            mask = torch.from_numpy(masks[start:stop, None].astype(np.float32))
+            composite, _ = model.inpaint(image, mask, torch.from_numpy(tokens[start:stop, 0]).long(),
+                                         torch.from_numpy(lengths[start:stop, 0]).long())
+            out[start:stop] = to_uint8(composite)
+        return out
+
+    fakes = run(inputs, holes, captions, desc, seed)
+    items = np.asarray([i for i, _ in counterfactuals], dtype=np.int64)
+    edited = run(inputs[items], holes[items], [c for _, c in counterfactuals], f"{desc} (counterfactual captions)",
+                 seed + COUNTERFACTUAL_SEED_OFFSET)
+    return fakes, edited
 
 
 def evaluate(run: Path, out: Path | None = None, *, feature_net: Path | None = None,
@@ -268,80 +289,31 @@ def _evaluate_locked(run: Path, out: Path, *, feature_net: Path | None, eval_tex
         raise CheckpointError(f"{checkpoint} was trained with another vocabulary than {data.root}")
     _check_data_identity(checkpoint, model.run, data)
     # Metric networks first: a missing one fails before minutes of inpainting.
-    weights = inception_weights_available(cfg.eval.inception_weights_path)
-    fid_net = fid_net_ckpt = None
-    if weights is None:
-        if feature_net is None:
-            raise MetricNetworkError(
-                "no TF-Inception weights here, so FID needs --feature-net: train it with `csfgan train-features "
-                f"--data {data.root} --scale {cfg.name} --out results/feature_net/{data.name}.pt`"
-            )
-        fid_net, fid_net_ckpt = load_feature_net(Path(feature_net), data)
-        fid_net.to(model.device)
-    eval_text, eval_image, rp_record = evaluation_text_encoder(eval_text_encoder, model, data)
-    test = InpaintingDataset(data, split, mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
-                             captions="seeded", seed=cfg.eval.caption_seed)
-    n = len(test)
+    nets = load_metric_networks(data, feature_net=feature_net, eval_text_encoder=eval_text_encoder,
+                                inception_weights_path=cfg.eval.inception_weights_path, device=model.device,
+                                scale=cfg.name)
+    check_independent_pair(nets, model)
+    protocol = spec.build(data, split, mask=cfg.data.mask, hole_fraction=cfg.data.hole_fraction,
+                          caption_seed=cfg.eval.caption_seed)
     bs = batch_size or cfg.eval.batch_size
-    torch.manual_seed(cfg.eval.caption_seed)
-    fakes = np.empty((n, data.resolution, data.resolution, 3), dtype=np.uint8)
-    holes = np.empty((n, data.resolution, data.resolution), dtype=bool)
-    fake_codes, sent_codes = [], []
-    for start in tqdm(range(0, n, bs), desc=f"inpaint {split} split", disable=None if progress else True,
-                      dynamic_ncols=True):
-        b = test.batch(np.arange(start, min(n, start + bs)))
-        composite, _ = model.inpaint(b["image"], b["mask"], b["tokens"], b["length"])
-        fakes[start:start + len(composite)] = to_uint8(composite)
-        holes[start:start + len(composite)] = b["mask"][:, 0].numpy() > 0.5
-        with torch.no_grad():
-            fake_codes.append(eval_image.global_features(composite).cpu())
-            sent_codes.append(eval_text(b["tokens"].to(model.device), b["length"].to(model.device))[1].cpu())
-    real = np.asarray(test.split.images)
+    fakes, edited = inpaint_items(model, protocol.inputs(), protocol.holes, protocol.captions,
+                                  [(c.item, c.caption) for c in protocol.counterfactuals], max_words=data.max_words,
+                                  batch_size=bs, seed=cfg.eval.caption_seed, progress=progress,
+                                  desc=f"inpaint {split} split")
+    metrics, per_image_arrays = measure(protocol, fakes, edited if protocol.checks is not None else None, nets,
+                                        batch_size=bs)
 
-    metrics: dict[str, Any] = {"dataset": data.name, "split": split, f"{split}_images": n,
-                               "resolution": data.resolution}
-    per_image_arrays: dict[str, np.ndarray] = {"keys": np.asarray(test.split.keys, dtype=str),
-                                               **pixel_metrics_per_image(real, fakes, holes)}
-    metrics.update({k: float(per_image_arrays[k].mean()) for k in per_image.MEAN_METRICS})
-
-    extractor = INCEPTION if weights else FEATURE_NET
-    fid, per_image_arrays["fid_fake_features"], per_image_arrays["fid_real_features"] = fid_kid(
-        real, fakes, extractor=extractor, network=fid_net, inception_weights=weights,
-        cache_dir=fid_cache_dir(data), cache_key=f"{data.name}-{split}", return_features=True)
-    metrics.update({k: fid[k] for k in ("fid", "kid_mean", "kid_std")})
-    metrics["fid_features"] = fid["features"]
-    metrics["fid_details"] = {k: v for k, v in fid.items() if k not in ("fid", "kid_mean", "kid_std")}
-    if fid_net_ckpt is not None:
-        net_metrics = fid_net_ckpt.get("metrics", {})
-        metrics["fid_feature_net"] = {
-            "description": describe(fid_net_ckpt), "path": str(feature_net), "sha256": file_sha256(Path(feature_net)),
-            "used_in_training_losses": False,
-            **{k: net_metrics.get(k) for k in ("held_out_accuracy", "chance", "steps", "train_seconds")},
-        }
-
-    candidates = mismatched_candidates(test.split.class_ids, R_PRECISION_CANDIDATES, seed=cfg.eval.caption_seed)
-    hits = r_precision_hits(torch.cat(fake_codes), torch.cat(sent_codes), torch.arange(n),
-                            torch.from_numpy(candidates))
-    per_image_arrays["r_precision_hit"] = hits.numpy()
-    metrics["r_precision"] = float(hits.float().mean())
-    metrics["r_precision_candidates"] = R_PRECISION_CANDIDATES + 1
-    metrics["r_precision_encoder"] = rp_record
-
-    if data.manifest.get("generator_version") is not None and "parts" in data.manifest:
-        from csfgan.metrics.attributes import attribute_metrics
-
-        metrics.update(attribute_metrics(model, data, test, fakes, seed=cfg.eval.caption_seed, batch_size=bs,
-                                         checks=per_image_arrays))
-
-    chosen = test.caption_choice
-    captions = [{"key": test.split.keys[i], "caption_index": int(chosen[i]),
-                 "caption": test.split.captions[i][int(chosen[i])]} for i in range(n)]
+    captions = [{"key": key, "caption_index": int(index), "caption": text}
+                for key, index, text in zip(protocol.prepared.keys, protocol.caption_index, protocol.captions,
+                                            strict=True)]
     metrics.update({
         "run": str(run), "variant": model.run["variant"], "seed": model.run["seed"], "scale": cfg.name,
         "overrides": model.run.get("overrides", []), "step": model.checkpoint["step"],
         "checkpoint": checkpoint.name, "weights": model.weights, "ema": model.ema,
         "train_seconds": model.checkpoint.get("train_seconds"),
         "perceptual_source": model.run.get("perceptual_source"),
+        # What decided a GPU training's numbers besides its precision (TF32, deterministic kernels).
+        "training_numerics": model.run.get("numerics"),
         "caption_seed": cfg.eval.caption_seed, "inference_precision": cfg.eval.precision,
         "eval_seconds": round(time.perf_counter() - started, 2),
         "provenance": provenance(),

@@ -348,6 +348,20 @@ class VGG16Features(nn.Module):
         return out
 
 
+_WEIGHTS_IDS: dict[tuple[str, int, int], str] = {}
+
+
+def _weights_id(path: Path) -> str:
+    """``sha256:<first 16 hex digits>`` of a weights file, hashed once per process (VGG16's is 528 MB)."""
+    from csfgan.provenance import file_sha256
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _WEIGHTS_IDS:
+        _WEIGHTS_IDS[key] = f"sha256:{file_sha256(path)[:16]}"
+    return _WEIGHTS_IDS[key]
+
+
 class PerceptualLoss(nn.Module):
     """L_per = Σ_{j∈J} ‖φ_j(I) − φ_j(I')‖₁ (Eq. 7).
 
@@ -359,8 +373,10 @@ class PerceptualLoss(nn.Module):
     [−1, 1] images and must be frozen by the caller). Setting ``perceptual_network`` to the fallback's
     name uses it even where VGG16 is available, for runs comparable across machines.
 
-    ``.source`` records what was used: ``vgg16-imagenet:<cache file>``, ``vgg16:<user file>`` or the
-    fallback's name; runs and tables must report it.
+    ``.source`` records what was used, by content, never by where it lies: ``vgg16-imagenet:sha256:<hex>``,
+    ``vgg16:sha256:<hex>`` (the weights file's SHA-256) or the fallback's name; it is part of a run's
+    identity, so a retry on a node whose torch hub cache is elsewhere is the same run. ``.weights_file``
+    says where the weights were read (recorded, not compared). Runs and tables must report the source.
     """
 
     def __init__(self, cfg: LossConfig, fallback: FeatureExtractor | None = None):
@@ -369,6 +385,7 @@ class PerceptualLoss(nn.Module):
         # stays out of this loss's parameters and state_dict; the caller owns (and freezes) it.
         object.__setattr__(self, "_fallback", None)
         self.vgg: VGG16Features | None = None
+        self.weights_file: str | None = None
         fallback_name = (cfg.perceptual_fallback or "").strip()
         has_fallback_name = fallback_name.lower() not in NO_FALLBACK
 
@@ -378,11 +395,13 @@ class PerceptualLoss(nn.Module):
                 path = Path(cfg.perceptual_weights_path).expanduser()
                 if not path.is_file():
                     raise PerceptualWeightsError(f"loss.perceptual_weights_path: no such file {path}")
-                self.vgg, self.source = VGG16Features(cfg.perceptual_layers, path, norm), f"vgg16:{path}"
+                self.vgg, self.source = VGG16Features(cfg.perceptual_layers, path, norm), f"vgg16:{_weights_id(path)}"
+                self.weights_file = str(path)
                 return
             cached = imagenet_vgg16_cache_path()
             if cached.is_file():
-                self.vgg, self.source = VGG16Features(cfg.perceptual_layers, cached, norm), f"vgg16-imagenet:{cached}"
+                self.vgg = VGG16Features(cfg.perceptual_layers, cached, norm)
+                self.source, self.weights_file = f"vgg16-imagenet:{_weights_id(cached)}", str(cached)
                 return
             tried = f"no VGG16 weights: loss.perceptual_weights_path is unset and {cached} does not exist"
         elif has_fallback_name and cfg.perceptual_network == fallback_name:

@@ -39,6 +39,18 @@ def _show(field: str, value: Any) -> str:
 _MISSING = object()
 
 
+def _introduced_at_default(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """A config key the old run does not record because it was added to csfgan later, set to its default.
+
+    New settings are introduced with a default that keeps the old behaviour (e.g. ``train.tf32``), so a
+    run from before is the same run; without this, upgrading csfgan would make every existing run a
+    mismatch, which the workflow's ``--on-mismatch restart`` would discard."""
+    from csfgan.config import ScaleConfig, to_dict
+
+    defaults = flatten(to_dict(ScaleConfig()))
+    return key not in old and key in defaults and new.get(key, _MISSING) == defaults[key]
+
+
 def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``["train.lr: 0.0002 -> 0.0001", "seed: 0 -> 7", ...]``: every identity field that differs."""
     diffs = []
@@ -47,7 +59,8 @@ def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if field == "config" and isinstance(a, dict) and isinstance(b, dict):
             fa, fb = flatten(a), flatten(b)
             diffs += [f"{k}: {_show(k, fa.get(k, _MISSING))} -> {_show(k, fb.get(k, _MISSING))}"
-                      for k in sorted(set(fa) | set(fb)) if fa.get(k, _MISSING) != fb.get(k, _MISSING)]
+                      for k in sorted(set(fa) | set(fb))
+                      if fa.get(k, _MISSING) != fb.get(k, _MISSING) and not _introduced_at_default(k, fa, fb)]
         elif a != b:
             diffs.append(f"{field}: {_show(field, a)} -> {_show(field, b)}")
     return diffs

@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+from pathlib import Path
 
 # glibc's malloc.h parameter numbers.
 _M_TRIM_THRESHOLD = -1
@@ -66,7 +67,7 @@ def resolve_device(requested: str):
 
     text = str(requested).strip().lower()
     if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        text = "cuda" if torch.cuda.is_available() else "cpu"
     if text == "cpu":
         return torch.device("cpu")
     match = re.fullmatch(r"cuda(?::(\d+))?", text)
@@ -74,8 +75,55 @@ def resolve_device(requested: str):
         raise UserError(f"--device {requested!r}: unknown device; use auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         raise UserError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
-    index = int(match.group(1) or 0)
+    if match.group(1) is None:
+        return torch.device(f"cuda:{claim_free_gpu()}")
+    index = int(match.group(1))
     if index >= torch.cuda.device_count():
         raise UserError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s) "
                         f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
     return torch.device(text)
+
+
+_claimed: dict[int, int] = {}  # visible GPU index -> the lock's file descriptor, held until the process exits
+
+
+def gpu_lock_dir() -> Path:
+    return Path(os.environ.get("CSFGAN_GPU_LOCKS") or f"/tmp/csfgan-gpu-locks-{os.getuid()}")
+
+
+def claim_free_gpu() -> int:
+    """The index of the first visible GPU that no other csfgan process on this machine holds.
+
+    ``--device cuda`` names the kind, not one card: on a workstation where Snakemake runs as many GPU
+    jobs at once as its ``gpu`` resource allows, every job would otherwise land on cuda:0. Each
+    process takes an exclusive ``flock`` on a file named after the GPU's UUID (so two Slurm jobs that
+    each see their own GPU as cuda:0 do not collide) and keeps it until it exits; the kernel
+    releases it even on SIGKILL. A single visible GPU is used without a lock.
+    """
+    import fcntl
+
+    import torch
+
+    from csfgan.errors import UserError
+
+    count = torch.cuda.device_count()
+    if count <= 1:
+        return 0
+    if _claimed:
+        return next(iter(_claimed))
+    root = gpu_lock_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", index))
+        fd = os.open(root / f"gpu-{uuid}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        _claimed[index] = fd
+        return index
+    raise UserError(f"--device cuda: all {count} visible GPUs are held by other csfgan processes (locks in "
+                    f"{root}); wait, name one with --device cuda:N, or lower the profile's gpu resource")

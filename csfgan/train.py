@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -58,6 +59,7 @@ from csfgan.models.generator import GENERATOR_ARCHITECTURE, Generator, check_arc
 from csfgan.models.text import TextEncoder, empty_captions, padding_mask
 from csfgan.provenance import file_sha256, provenance
 from csfgan.resume import ON_MISMATCH, discard_run, identity_differences, mismatch_error, truncate_stats
+from csfgan.signals import SaveClock, StopRequest, deferred_stop
 from csfgan.step import Models, TrainingDiverged, training_precision, training_step
 
 
@@ -83,22 +85,54 @@ class Run:
 # Distributed (torchrun) support: the same command runs on one process or several.
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed(requested: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, this rank's device). Under torchrun each rank claims a GPU of its own
+    (``--device cuda`` names the kind, not one card), and the backend follows the device: NCCL for CUDA
+    tensors, gloo for CPU ones (a CPU run on a GPU machine included)."""
+    from csfgan.runtime import claim_free_gpu, resolve_device
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    kind = str(requested).strip().lower()
+    if world > 1 and kind.startswith("cuda:"):
+        raise UserError(f"--device {requested}: under torchrun each rank claims a GPU of its own; "
+                        f"pass --device cuda (or auto)")
+    if world > 1 and kind in ("auto", "cuda") and torch.cuda.is_available():
+        if torch.cuda.device_count() < world:
+            raise UserError(f"torchrun runs {world} ranks but {torch.cuda.device_count()} GPU(s) are visible: one "
+                            f"GPU per rank (lower --nproc_per_node or gpus_per_job, or show more GPUs)")
+        # Each rank claims a card no other csfgan process holds, as a single-process job does: on a
+        # workstation running two torchrun trainings at once, LOCAL_RANK alone would put both on cuda:0..N-1.
+        # In a Slurm job that sees exactly its N cards this gives every rank one of them.
+        dev = torch.device(f"cuda:{claim_free_gpu()}")
+        torch.cuda.set_device(dev)
+    else:
+        dev = resolve_device(requested)
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
-    return rank, world
-
-
-def _device(requested: str) -> torch.device:
-    from csfgan.runtime import resolve_device
-
-    return resolve_device(requested)
+    return rank, world, dev
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def apply_numerics(t, dev: torch.device) -> dict[str, Any]:
+    """Set (on CUDA) what decides a GPU run's numbers besides the config's precision, and return what is
+    in effect: recorded in the run, so a table can say "TF32" where it would otherwise say "fp32"."""
+    if dev.type != "cuda":
+        return {"device": "cpu", "deterministic": True, "tf32": False, "cudnn_benchmark": False}
+    if t.deterministic:
+        # cuBLAS reads this when its handle is created, i.e. at the first matmul: set before any.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = t.deterministic
+    torch.backends.cudnn.benchmark = t.cudnn_benchmark and not t.deterministic
+    torch.backends.cudnn.allow_tf32 = t.tf32
+    torch.backends.cuda.matmul.allow_tf32 = t.tf32
+    major, _ = torch.cuda.get_device_capability(dev)
+    return {"device": torch.cuda.get_device_name(dev), "deterministic": t.deterministic,
+            "tf32": t.tf32 and major >= 8, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
 
 
 def _spread(n: int, k: int) -> np.ndarray:
@@ -134,6 +168,7 @@ def train(
     progress: bool = True,
     restart: bool = False,
     on_mismatch: str = "error",
+    save_every_minutes: float = 10.0,
 ) -> Path:
     """Train (or resume) a run in ``out``; returns the path of ``final.pt``.
 
@@ -141,7 +176,14 @@ def train(
     and for splitting long jobs; the run resumes from it on the next call. A run resumes only when
     its identity (:mod:`csfgan.resume`) matches; ``restart`` discards what ``out`` holds first, and
     ``on_mismatch="restart"`` does so only when the identity differs.
+
+    Besides every ``train.checkpoint_every`` steps, the resumable state is saved every
+    ``save_every_minutes`` of wall time (0: never by time) and when SIGTERM, SIGUSR1 or Ctrl-C
+    arrives (then the command stops with 128 + the signal's number): a job killed at its time limit
+    and submitted again continues from there. When it is saved does not change the weights.
     """
+    if save_every_minutes < 0:
+        raise UserError(f"--save-every-minutes {save_every_minutes:g}: must be 0 (never by time) or positive")
     if on_mismatch not in ON_MISMATCH:
         raise UserError(f"on_mismatch {on_mismatch!r}: expected one of {', '.join(ON_MISMATCH)}")
     out = Path(out)
@@ -155,7 +197,7 @@ def train(
                 remove_stale_temporaries(out / "samples")
             return _train_locked(data, text_encoder, variant, scale, out, seed=seed, overrides=overrides,
                                  device=device, steps=steps, progress=progress, restart=restart,
-                                 on_mismatch=on_mismatch)
+                                 on_mismatch=on_mismatch, save_every_minutes=save_every_minutes)
     except TrainingDiverged as exc:
         raise TrainingDiverged(f"{exc} {_divergence_advice(data, text_encoder, variant, scale, out, seed, overrides)}"
                                ) from exc
@@ -219,6 +261,7 @@ def _train_locked(
     progress: bool,
     restart: bool,
     on_mismatch: str,
+    save_every_minutes: float,
 ) -> Path:
     """The run contract, step by step; every rank runs it, only rank 0 writes to ``out``."""
     s = _set_up(data, text_encoder, variant, scale, out, seed=seed, overrides=overrides, device=device)
@@ -230,9 +273,9 @@ def _train_locked(
     total_steps = t.steps if steps is None else min(steps, t.steps)
     amp = training_precision(s.cfg, s.dev)
     with _outputs(s, total_steps, progress) as outputs:
-        _loop(s, total_steps, amp, outputs)
+        _loop(s, total_steps, amp, outputs, save_every_minutes)
         outputs.bar.close()
-        if s.step >= t.steps and s.rank == 0:
+        if s.step >= t.steps:
             _final_checkpoint(s)
     return out / "final.pt"
 
@@ -272,8 +315,7 @@ def _set_up(data: Path, text_encoder: Path, variant: str, scale: str, out: Path,
     """Config, devices, data, the frozen text encoder, the run's identity record, and fresh networks and
     optimisers (seeded: the same initial weights on every rank, different noise per rank)."""
     cfg, variant_name = resolve_config(scale, variant, overrides)
-    rank, world = _distributed()
-    dev = _device(device)
+    rank, world, dev = _distributed(device)
     prepared = PreparedData(Path(data))
     if prepared.resolution != cfg.resolution:
         raise UserError(
@@ -309,8 +351,9 @@ def _set_up(data: Path, text_encoder: Path, variant: str, scale: str, out: Path,
     torch.manual_seed(seed * 1000 + rank)  # different noise per rank
     loss_fn = GeneratorLoss(cfg, perceptual_fallback=damsm_image.features, damsm_image=damsm_image).to(dev)
     record["perceptual_source"] = loss_fn.perceptual.source if loss_fn.perceptual is not None else None
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = t.cudnn_benchmark
+    # Where those weights were read on this node: recorded, not part of the identity (the source is their hash).
+    record["perceptual_weights_file"] = loss_fn.perceptual.weights_file if loss_fn.perceptual is not None else None
+    record["numerics"] = apply_numerics(t, dev)
     pin = dev.type == "cuda" and t.pin_memory
     opt_g = torch.optim.Adam(models.generator.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
     opt_d = torch.optim.Adam(list(models.discriminator_parameters()), lr=t.lr, betas=(t.beta1, t.beta2))
@@ -337,18 +380,29 @@ def _resume(s: _Session, restart: bool, on_mismatch: str) -> bool:
         return True
     if state is not None:
         check_architecture(state.get("architecture"), str(s.out / "checkpoints" / "state.pt"))
+        where = s.out / "checkpoints" / "state.pt"
         s.models.load_state_dict(state["models"])
         s.opt_g.load_state_dict(state["opt_g"])
         s.opt_d.load_state_dict(state["opt_d"])
         if s.ema is not None:
             s.ema.load_state_dict(state["generator_ema"])
-        s.batches.set_state(state["batch_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if s.dev.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"])
+        mine = state
+        if s.world > 1:
+            ranks = state.get("ranks")
+            if not isinstance(ranks, list) or len(ranks) != s.world:
+                raise UserError(f"{where} holds rank 0's random state only (written before every rank's was "
+                                f"saved); resuming would give every rank rank 0's batches and noise: pass --restart")
+            mine = ranks[s.rank]
+            # Each rank's BatchNorm running statistics are its own (batch statistics are not synchronised).
+            s.models.load_state_dict({**s.models.state_dict(), **mine["buffers"]})
+        s.batches.set_state(mine["batch_rng"])
+        torch.set_rng_state(mine["torch_rng"])
+        if s.dev.type == "cuda" and mine.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(mine["cuda_rng"])
         s.step, s.elapsed = state["step"], state["elapsed"]
         if s.rank == 0:
             truncate_stats(s.out / "stats.jsonl", s.step)
+            print(f"csfgan train: resuming {s.out} from step {s.step}/{s.cfg.train.steps}", file=sys.stderr, flush=True)
     return False
 
 
@@ -391,9 +445,25 @@ def _outputs(s: _Session, total_steps: int, progress: bool) -> Iterator[_Outputs
             log_file.close()
 
 
-def _loop(s: _Session, total_steps: int, amp, outputs: _Outputs) -> None:
+def _loop(s: _Session, total_steps: int, amp, outputs: _Outputs, save_every_minutes: float = 0.0) -> None:
     """Training steps up to ``total_steps``: a stats row every ``log_every`` steps, a sample grid every
-    ``sample_every`` and the resumable state every ``checkpoint_every`` (and all three at the last step)."""
+    ``sample_every`` and the resumable state every ``checkpoint_every`` (and all three at the last step),
+    every ``save_every_minutes`` of wall time, and before stopping for a signal."""
+    with deferred_stop() as stop:
+        _steps(s, total_steps, amp, outputs, stop, SaveClock(save_every_minutes))
+
+
+def _agree(s: _Session, *flags: bool) -> list[bool]:
+    """Each flag, true on any rank: every rank must save (it takes part in gathering the random
+    states) and stop at the same step, or the others would wait in a collective for ever."""
+    if s.world == 1:
+        return list(flags)
+    votes = torch.tensor([float(f) for f in flags], device=s.dev)
+    dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in votes.tolist()]
+
+
+def _steps(s: _Session, total_steps: int, amp, outputs: _Outputs, stop: StopRequest, clock: SaveClock) -> None:
     t = s.cfg.train
     s.models.train()
     tick = time.perf_counter()
@@ -413,18 +483,34 @@ def _loop(s: _Session, total_steps: int, amp, outputs: _Outputs) -> None:
         s.step += 1
         window_images += t.batch_size * s.world
         outputs.bar.update(1)
-        if s.rank == 0 and (s.step % t.log_every == 0 or s.step == total_steps):
-            now = time.perf_counter()
-            s.elapsed += now - tick
-            _log_step(s, outputs, loss_d, terms, images_per_s=round(window_images / max(now - tick, 1e-9), 2),
-                      batch_digest=_batch_digest(b))
-            tick, window_images = time.perf_counter(), 0
+        if s.step % t.log_every == 0 or s.step == total_steps:
+            digest = _batch_digest(b)
+            digests = None
+            if s.world > 1:  # every rank's, to show (and test) that ranks draw different batches
+                digests = [None] * s.world
+                dist.all_gather_object(digests, digest)
+            if s.rank == 0:
+                now = time.perf_counter()
+                s.elapsed += now - tick
+                _log_step(s, outputs, loss_d, terms, images_per_s=round(window_images / max(now - tick, 1e-9), 2),
+                          batch_digest=digest, rank_digests=digests)
+                tick, window_images = time.perf_counter(), 0
         if s.rank == 0 and (s.step % t.sample_every == 0 or s.step == total_steps):
             _write_samples(s)
-        if s.step % t.checkpoint_every == 0 or s.step == total_steps:
+        stopping, clock_due = _agree(s, stop.requested, clock.due())
+        if s.step % t.checkpoint_every == 0 or s.step == total_steps or stopping or clock_due:
             _save_state(s)
-        if s.rank == 0 and t.snapshot_every and s.step % t.snapshot_every == 0:
-            save_checkpoint(_generator_checkpoint(s), snapshot_path(s.out, s.step))
+            clock.saved()
+        if t.snapshot_every and s.step % t.snapshot_every == 0:
+            snapshot = _generator_checkpoint(s)
+            if s.rank == 0:
+                save_checkpoint(snapshot, snapshot_path(s.out, s.step))
+        if stopping:
+            if s.rank == 0:
+                print(f"csfgan train: state saved at step {s.step}/{t.steps} in {s.out / 'checkpoints' / 'state.pt'}; "
+                      f"the same command continues from there", file=sys.stderr, flush=True)
+            stop.request(stop.signum or signal.SIGTERM)  # a rank told by another stops as that one would
+            stop.stop()
 
 
 def _text_features(s: _Session, b: dict[str, torch.Tensor]):
@@ -446,10 +532,11 @@ def _batch_digest(b: dict[str, torch.Tensor]) -> str:
 
 
 def _log_step(s: _Session, outputs: _Outputs, loss_d: torch.Tensor, terms: dict[str, torch.Tensor], *,
-              images_per_s: float, batch_digest: str | None = None) -> None:
+              images_per_s: float, batch_digest: str | None = None, rank_digests: list[str] | None = None) -> None:
     """A row of ``stats.jsonl``, a line of ``log.txt`` (and of stdout when no bar shows), the bar's losses."""
     row = {"step": s.step, "elapsed_s": round(s.elapsed, 3),
            "images_per_s": images_per_s, "batch_sha256": batch_digest,
+           **({"batch_sha256_ranks": rank_digests} if rank_digests else {}),
            "loss_d": float(loss_d),
            **{k if k.startswith("sentence_snr/") else f"loss_g/{k}": float(v) for k, v in terms.items()}}
     outputs.stats_file.write(json.dumps(row) + "\n")
@@ -476,22 +563,37 @@ def _write_samples(s: _Session) -> None:
     _sample_grid(s.fixed, sample.float(), s.out / "samples" / f"step{s.step:06d}.png")
 
 
+def _rank_state(s: _Session) -> dict[str, Any]:
+    """What differs between ranks: their random streams and their BatchNorm running statistics."""
+    buffers = {name: b.detach().cpu() for name, b in s.models.named_buffers()} if s.world > 1 else {}
+    return {"batch_rng": s.batches.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if s.dev.type == "cuda" else None, "buffers": buffers}
+
+
 def _save_state(s: _Session) -> None:
-    """``checkpoints/state.pt``: everything a resumed run needs to continue as if never stopped."""
+    """``checkpoints/state.pt``: everything a resumed run needs to continue as if never stopped, every
+    rank's random state included (every rank calls this; rank 0 writes)."""
+    mine = _rank_state(s)
+    ranks = None
+    if s.world > 1:
+        ranks = [None] * s.world
+        dist.all_gather_object(ranks, mine)
     if s.rank != 0:
         return
     save_checkpoint({
         "kind": STATE_KIND, "architecture": GENERATOR_ARCHITECTURE, "run": s.record, "step": s.step,
         "elapsed": s.elapsed, "models": s.models.state_dict(), "opt_g": s.opt_g.state_dict(),
         "opt_d": s.opt_d.state_dict(), "generator_ema": None if s.ema is None else s.ema.state_dict(),
-        "batch_rng": s.batches.get_state(), "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state() if s.dev.type == "cuda" else None,
+        "batch_rng": mine["batch_rng"], "torch_rng": mine["torch_rng"], "cuda_rng": mine["cuda_rng"],
+        "ranks": ranks,
     }, s.out / "checkpoints" / "state.pt")
 
 
 def _final_checkpoint(s: _Session) -> None:
     """``final.pt``: the generator with everything evaluation and inpainting need (:func:`generator_checkpoint`)."""
-    save_checkpoint(_generator_checkpoint(s), s.out / "final.pt")
+    final = _generator_checkpoint(s)
+    if s.rank == 0:
+        save_checkpoint(final, s.out / "final.pt")
 
 
 def snapshot_path(run: Path, step: int) -> Path:
@@ -500,18 +602,38 @@ def snapshot_path(run: Path, step: int) -> Path:
 
 
 def _generator_checkpoint(s: _Session) -> dict[str, Any]:
+    """Every rank calls this (under torchrun the evaluated BatchNorm statistics are all ranks' mean)."""
     return generator_checkpoint(s.models.generator, s.record, s.step, s.elapsed, s.encoder, s.damsm_image,
-                                s.vocab, s.text_ckpt, ema=s.ema)
+                                s.vocab, s.text_ckpt, ema=s.ema, state=_rank_mean_state(s, s.models.generator))
+
+
+def _rank_mean_state(s: _Session, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state with its floating-point buffers (BatchNorm running mean and variance) averaged
+    over the ranks: each rank normalised its own batches, and evaluation should see all of them. The
+    training itself keeps each rank's own (a copy is averaged), so saving never changes the weights."""
+    state = module.state_dict()
+    if s.world == 1:
+        return state
+    names = {name for name, _ in module.named_buffers()}
+    out = {}
+    for name, value in state.items():
+        if name in names and value.is_floating_point():
+            value = value.detach().clone()
+            dist.all_reduce(value)
+            value = value / s.world
+        out[name] = value
+    return out
 
 
 def generator_checkpoint(generator: Generator, record: dict, step: int, elapsed: float, encoder, damsm_image,
-                         vocab, text_ckpt: dict, ema: GeneratorAverage | None = None) -> dict[str, Any]:
+                         vocab, text_ckpt: dict, ema: GeneratorAverage | None = None,
+                         state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Everything ``csfgan evaluate`` and ``csfgan inpaint`` need, with no other file: the raw generator
     and, when one is kept, its average (``generator_ema``, with ``ema`` saying how it was averaged)."""
     return {
         "kind": GENERATOR_KIND,
         "architecture": GENERATOR_ARCHITECTURE,
-        "generator": generator.state_dict(),
+        "generator": generator.state_dict() if state is None else state,
         "generator_ema": None if ema is None else ema.state_dict(),
         "ema": None if ema is None else ema.describe(),
         "run": record,

@@ -44,6 +44,7 @@ def test_evaluate_writes_metrics_images_and_captions(finished_run, nets):
     assert m["r_precision_encoder"]["seed"] == 1 and m["r_precision_encoder"]["run_text_encoder_seed"] == 0
     assert m["test_images"] == 100 and m["step"] == 4
     assert m["inference_precision"] == "fp32"  # the smoke scale leaves eval.amp off
+    assert m["training_numerics"]["device"] == "cpu"  # copied from the run: the tables say TF32 on a GPU
     assert 0 <= m["attribute_accuracy"] <= 1 and m["attribute_mentions"] > 0
     images = sorted((finished_run / "eval" / "images").glob("*.png"))
     assert len(images) == 100 and Image.open(images[0]).size == (32, 32)
@@ -84,7 +85,7 @@ def test_failed_evaluate_keeps_earlier_results(finished_run, nets, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("feature extractor exploded")
 
-    monkeypatch.setattr("csfgan.evaluate.fid_kid", broken)
+    monkeypatch.setattr("csfgan.measure.fid_kid", broken)
     with pytest.raises(RuntimeError, match="exploded"):
         evaluate(finished_run, progress=False, **nets)
     assert (finished_run / "metrics.json").read_bytes() == before

@@ -30,6 +30,7 @@ from csfgan.losses import (
 from csfgan.models.damsm import DamsmImageEncoder, sent_loss, words_loss
 from csfgan.models.discriminators import GlobalDiscriminator, WordLevelDiscriminator
 from csfgan.models.generator import Generator
+from csfgan.provenance import file_sha256
 from tests.test_models import inputs
 
 
@@ -128,7 +129,7 @@ def test_gan_losses_are_finite_for_saturated_discriminators():
 
 def test_perceptual_loss_loads_vgg16_from_the_configured_file(vgg_file, empty_hub):
     loss = PerceptualLoss(LossConfig(perceptual_weights_path=str(vgg_file)))
-    assert loss.source == f"vgg16:{vgg_file}"
+    assert loss.source == f"vgg16:sha256:{file_sha256(vgg_file)[:16]}" and loss.weights_file == str(vgg_file)
     saved = torch.load(vgg_file, weights_only=True)
     for i in (0, 14):  # conv1_1 and conv3_3 carry the file's weights
         torch.testing.assert_close(loss.vgg.features[i].weight, saved[f"features.{i}.weight"])
@@ -147,8 +148,29 @@ def test_perceptual_loss_uses_the_imagenet_file_in_the_torch_cache(vgg_file, emp
     target.parent.mkdir(parents=True)
     target.symlink_to(vgg_file)
     loss = PerceptualLoss(LossConfig(perceptual_layers=["relu1_2"]))
-    assert loss.source == f"vgg16-imagenet:{target}"
+    assert loss.source == f"vgg16-imagenet:sha256:{file_sha256(target)[:16]}"
     assert len(loss.vgg.features) == 4
+
+
+def test_perceptual_source_names_the_weights_by_content_not_by_place(vgg_file, empty_hub, tmp_path, monkeypatch):
+    """A retry on a node whose TORCH_HOME is elsewhere is the same run (the source is in the run's identity);
+    other bytes are another source."""
+    name = os.path.basename(torchvision.models.VGG16_Weights.IMAGENET1K_V1.url)
+    sources = []
+    for hub in (empty_hub, tmp_path / "other-node-hub"):
+        (hub / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (hub / "checkpoints" / name).write_bytes(vgg_file.read_bytes())
+        monkeypatch.setattr(torch.hub, "get_dir", lambda hub=hub: str(hub))
+        loss = PerceptualLoss(LossConfig(perceptual_layers=["relu1_2"]))
+        assert loss.weights_file == str(hub / "checkpoints" / name)
+        sources.append(loss.source)
+    assert sources[0] == sources[1] and str(tmp_path) not in sources[0]
+    altered = dict(torch.load(vgg_file, weights_only=True))
+    altered["features.0.bias"] = altered["features.0.bias"] + 1
+    other = tmp_path / "altered.pth"
+    torch.save(altered, other)
+    assert PerceptualLoss(LossConfig(perceptual_weights_path=str(other))).source.split(":", 1)[1] != \
+        sources[0].split(":", 1)[1]
 
 
 def test_perceptual_loss_falls_back_to_the_named_network_and_records_it(empty_hub):

@@ -17,7 +17,9 @@ def test_environment_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    assert {_name(r): r for r in project["dependencies"]} == {_name(r): r for r in pip}
+    # The rules also run the Telea peer, so the environment holds the optional extra `peers` too.
+    wanted = project["dependencies"] + project["optional-dependencies"]["peers"]
+    assert {_name(r): r for r in wanted} == {_name(r): r for r in pip}
 
 
 def test_torch_pinned_exactly():

@@ -295,6 +295,26 @@ def test_evaluation_precision_disagreement_is_said(tmp_path, variants):
     assert "fp32 for synth-birds/full/seed0" in md
 
 
+def test_gpu_training_numerics_are_said_and_a_cpu_run_adds_no_note(tmp_path, variants):
+    """"fp32" on an Ampere GPU is TF32 unless train.tf32 is off: the tables say which the runs used."""
+    a100 = {"device": "NVIDIA A100-SXM4-80GB", "deterministic": False, "tf32": True, "cudnn_benchmark": True}
+    root, config = _workspace(tmp_path, seeds=(0,), training_numerics=a100)
+    md = build_tables(config, root)["table3"].markdown()
+    assert ("Trained on NVIDIA A100-SXM4-80GB: TF32 matmuls and convolutions, non-deterministic kernels "
+            "(train.tf32, train.deterministic).") in md
+    m = root / "results/runs/synth-birds/full/seed0/metrics.json"
+    exact = {**a100, "tf32": False, "deterministic": True}
+    m.write_text(json.dumps({**json.loads(m.read_text()), "training_numerics": exact}))
+    md = build_tables(config, root)["table3"].markdown()
+    assert "Runs DISAGREE on training numerics: " in md
+    assert ("NVIDIA A100-SXM4-80GB: fp32 matmuls and convolutions (no TF32), deterministic kernels for "
+            "synth-birds/full/seed0") in md
+    cpu = {"device": "cpu", "deterministic": True, "tf32": False, "cudnn_benchmark": False}
+    (tmp_path / "cpu").mkdir()
+    root, config = _workspace(tmp_path / "cpu", seeds=(0,), training_numerics=cpu)
+    assert "numerics" not in build_tables(config, root)["table3"].markdown()
+
+
 def test_missing_metrics_names_the_file(tmp_path, variants):
     root, config = _workspace(tmp_path)
     missing = root / "results/runs/synth-birds/wld/seed1/metrics.json"

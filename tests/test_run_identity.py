@@ -153,3 +153,20 @@ def test_evaluate_refuses_data_prepared_again_differently(smoke_pipeline, tmp_pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is not the prepared data" in err and "'test': 100" in err
     assert "'test': 50" in err and not (out / "metrics.json").exists()
+
+
+def test_a_setting_added_to_csfgan_later_at_its_default_is_the_same_run():
+    """Upgrading csfgan adds config keys (e.g. train.tf32): a run recorded before them, and the same run
+    recorded now with them at their defaults, are one run; the key set otherwise is another."""
+    from csfgan.config import load_scale, to_dict
+    from csfgan.resume import identity_differences
+
+    now = {"config": to_dict(load_scale("smoke")), "seed": 0}
+    before = json.loads(json.dumps(now))
+    del before["config"]["train"]["tf32"], before["config"]["train"]["deterministic"]
+    assert identity_differences(before, now) == []
+    changed = json.loads(json.dumps(now))
+    changed["config"]["train"]["tf32"] = False
+    assert identity_differences(before, changed) == ["train.tf32: (not recorded) -> False"]
+    # A key the old run records is compared as always, whatever the default.
+    assert identity_differences(now, changed) == ["train.tf32: True -> False"]

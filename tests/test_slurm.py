@@ -9,6 +9,7 @@ ends in SIGKILL of its whole process group.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.test_workflow import LEAN_TABLES, ROOT, SNAKEMAKE, jobs, workspace
 
@@ -182,3 +184,92 @@ def test_smoke_dag_through_the_slurm_profile(cluster, tmp_path):
     assert any("--partition cpu" in line or "-p cpu" in line for line in sbatch), "\n".join(sbatch)[-3000:]
     assert not any("rule_table" in line or "rule_figures" in line for line in sbatch)
     print(f"\nsinfo:\n{cluster.sinfo()}\nwall time {wall:.0f} s\n" + "\n".join(sbatch), file=sys.stderr)
+
+
+def _resources(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) of every job a dry run lists."""
+    found, rule = [], None
+    for line in dry_run_output.splitlines():
+        if line.startswith("rule ") or line.startswith("localrule "):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("resources:") and rule:
+            pairs = (item.split("=", 1) for item in line.split(":", 1)[1].split(", "))
+            found.append((rule, {k.strip(): v.strip() for k, v in pairs}))
+    return found
+
+
+def test_no_job_asks_for_a_gpu_on_the_cpu_partition(tmp_path):
+    """On a GPU config (2 GPUs per training), through the SLURM profile: every job that requests a GPU
+    is on the profile's GPU partition, no single-process job asks for more than one, and every attempt's
+    runtime grows with the attempt up to max_runtime_minutes."""
+    if "snakemake-executor-plugin-slurm" in missing_tools():
+        pytest.skip("snakemake-executor-plugin-slurm is not installed")
+    ws = workspace(tmp_path / "ws", tables=LEAN_TABLES, device="cuda", gpus_per_job=2,
+                   runtime_minutes={"train": 1000}, max_runtime_minutes=1500)
+    args = ["--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--configfile", "config.yaml"]
+    found = {}
+    for attempt in (1, 2):
+        dry = run_killable([*SNAKEMAKE, "--directory", str(ws), "-n", *args, "--attempt", str(attempt)], ws,
+                           {**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        found[attempt] = _resources(dry.stdout)
+    jobs_ = found[1]
+    assert {rule for rule, r in jobs_ if int(r.get("gpu", 0)) > 0} == {
+        "train", "evaluate", "pretrain_text", "pretrain_text_eval", "train_features", "predict_run"}
+    for rule, r in jobs_:
+        gpus = int(r.get("gpu", 0))
+        assert (r["slurm_partition"] == "gpu") == (gpus > 0), (rule, r)
+        assert gpus == (2 if rule == "train" else 1 if gpus else 0), (rule, r)
+    assert {int(r["runtime"]) for rule, r in found[1] if rule == "train"} == {1000}
+    assert {int(r["runtime"]) for rule, r in found[2] if rule == "train"} == {1500}  # 2000, capped
+    assert {int(r["runtime"]) for rule, r in found[2] if rule == "pretrain_text"} == {480}
+
+
+@pytest.mark.slow
+def test_a_training_killed_at_its_time_limit_is_resubmitted_and_continues(cluster, tmp_path):
+    """A 1-minute limit on a training of a few minutes: Slurm's SIGTERM at the limit makes it save, the
+    profile's retry submits it again, it continues from the saved step, and its final weights equal an
+    uninterrupted run's (trained meanwhile on the other core)."""
+    import yaml
+
+    from csfgan.checkpoint import load_checkpoint
+    from csfgan.train import GENERATOR_KIND
+
+    scale = yaml.safe_load((ROOT / "experiments" / "scales" / "smoke.yaml").read_text())
+    scale["train"].update(steps=3000, log_every=50, sample_every=100_000, checkpoint_every=100_000)
+    ws = workspace(tmp_path / "ws", tables=LEAN_TABLES, scale="long.yaml")
+    (ws / "long.yaml").write_text(yaml.safe_dump(scale))
+    env = {**cluster.env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # The inputs, here: only the training goes through Slurm.
+    local = run_killable([*SNAKEMAKE, "--directory", str(ws), "--configfile", "config.yaml", "--cores", "2",
+                          "results/text_encoder/synth-birds.pt"], ws, env, timeout=600)
+    assert local.returncode == 0, local.stderr[-3000:]
+    straight = subprocess.Popen(
+        [sys.executable, "-m", "csfgan", "train", "--data", "data/prepared/synth-birds", "--text-encoder",
+         "results/text_encoder/synth-birds.pt", "--variant", "variants/full.yaml", "--scale", "long.yaml",
+         "--out", str(tmp_path / "straight"), "--device", "cpu", "--threads", "1"],
+        cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    target = "results/runs/synth-birds/full/seed0/final.pt"
+    args = ["--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--configfile", "config.yaml",
+            "--jobs", "1", "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "4",
+            "--latency-wait", "5", "--set-resources", "train:runtime=1", "--verbose"]
+    done = run_killable([*SNAKEMAKE, "--directory", str(ws), *args, target], ws, env, timeout=1200)
+    log = done.stdout + done.stderr
+    (tmp_path / "snakemake.log").write_text(log)
+    _, err = straight.communicate(timeout=900)
+    assert straight.returncode == 0, err[-2000:]
+    assert done.returncode == 0, log[-6000:]
+    submissions = [line for line in log.splitlines() if "sbatch" in line and "--job-name" in line]
+    assert len(submissions) >= 2, "\n".join(submissions)
+    second_attempt = (ws / "logs" / "train" / "synth-birds" / "full" / "seed0.log").read_text()
+    resumed = [line for line in second_attempt.splitlines() if "resuming" in line]
+    assert resumed and " from step 0/" not in resumed[0], second_attempt[-2000:]
+    steps = [json.loads(line)["step"] for line in (ws / "results/runs/synth-birds/full/seed0/stats.jsonl")
+             .read_text().splitlines()]
+    assert steps == list(range(50, 3001, 50))
+    a = load_checkpoint(tmp_path / "straight" / "final.pt", GENERATOR_KIND)
+    b = load_checkpoint(ws / target, GENERATOR_KIND)
+    for key, value in a["generator"].items():
+        assert torch.equal(value, b["generator"][key]), key
+    print(f"\n{resumed[0]}; {len(submissions)} submissions", file=sys.stderr)

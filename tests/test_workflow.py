@@ -187,6 +187,11 @@ def test_smoke_dag_end_to_end_then_reruns_exactly_what_changed(tmp_path):
     table3 = pd.read_csv(ws / "results" / "tables" / "table3.csv")
     assert set(table3["dataset"]) == {"synth-birds (stand-in for CUB-200-2011)"}  # not experiments/config.yaml's
     assert set(table3["seeds"]) == {2}
+    # The classical peers, through protocol export -> csfgan peer -> csfgan score, as Table 1 rows (issue 24).
+    table1 = pd.read_csv(ws / "results" / "tables" / "table1.csv")
+    external = table1[table1["source"] == "external"]
+    assert sorted(external["run"]) == ["external:biharmonic", "external:telea"]
+    assert external["fid"].notna().all() and external["fid_diff"].notna().all()
     for figure in ("fig1_captions", "fig5_comparison", "fig7_ablation", "fig8_attention", "fig9_irregular"):
         assert (ws / "results" / "figures" / f"{figure}_synth-birds.png").is_file()
         assert (ws / "results" / "figures" / f"{figure}_synth-birds.pdf").is_file()

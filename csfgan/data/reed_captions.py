@@ -246,10 +246,10 @@ def _imap(fn, tasks: list, workers: int):
         for task in tasks:
             yield fn(task)
         return
-    import multiprocessing
+    from csfgan.signals import worker_pool
 
     # spawn, not fork: the caller may hold torch threads, which fork can deadlock.
-    with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+    with worker_pool("spawn", min(workers, len(tasks))) as pool:
         yield from pool.imap(fn, tasks, chunksize=16)
 
 

@@ -11,20 +11,23 @@
 
 A part counts as shown in the hole where at least ``MIN_PART_PIXELS`` of its pixels, away from its
 antialiased rim, fall inside the hole.
+
+What is checked is fixed before any output exists (:func:`plan_checks`: the checks and the edited
+captions depend on the data, captions, holes and a seed only), so ``csfgan evaluate`` and ``csfgan
+score`` check any method's outputs alike, and ``csfgan protocol export`` writes the edits out.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from csfgan.data import synthetic
-from csfgan.data.dataset import InpaintingDataset
 from csfgan.data.prepared import PreparedData
-from csfgan.data.text import encode_captions, tokenize
+from csfgan.data.text import tokenize
 
 MIN_PART_PIXELS = 6
 
@@ -60,97 +63,124 @@ def _colour_of(image: np.ndarray, pixels: np.ndarray) -> str:
     return synthetic.nearest_colour(image[pixels].reshape(-1, 3).mean(axis=0))
 
 
-def attribute_metrics(model, data: PreparedData, test: InpaintingDataset, fakes: np.ndarray, *, seed: int,
-                      batch_size: int = 64, checks: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Both accuracies for a model (an :class:`csfgan.evaluate.InpaintingModel`) on ``test``.
+@dataclass(frozen=True)
+class Counterfactual:
+    """One edited caption of a protocol item: the caption's colours of hidden parts changed.
 
-    ``fakes`` are the model's uint8 outputs for ``test`` with its recorded captions. ``checks``, if
-    given, receives every check as parallel arrays (test image, part, correct), under
-    ``attribute_*`` and ``counterfactual_*``, for the per-image statistics of the tables.
+    ``item`` indexes the split, ``caption`` is the edited text (the original's tokens joined by spaces,
+    one colour word replaced per changed part), ``changes`` maps a colour attribute to its new colour:
+    what the edit asks the fill to show.
     """
+
+    item: int
+    caption: str
+    changes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What both accuracies check on a set of test images, captions and holes, fixed before any output
+    exists, so any method's outputs are checked alike: each caption colour of a part shown in the hole
+    (``attribute``: item, part index, colour) and each counterfactual edit."""
+
+    parts: tuple[str, ...]
+    attribute: tuple[tuple[int, int, str], ...]
+    counterfactuals: tuple[Counterfactual, ...]
+    chance: float
+
+
+def plan_checks(data: PreparedData, split: str, captions: list[str], holes: np.ndarray, *, seed: int) -> Checks:
+    """The attribute checks and counterfactual edits of ``captions`` (one per image of ``split``) under
+    ``holes`` (N, H, W) bool. ``seed`` draws each edit's new colour, uniformly among the other palette
+    colours, in image order: the edits depend on the data, captions, holes and seed only."""
     dataset = data.name
-    parts = data.manifest["parts"]
-    split = test.split
-    part_of_attribute = synthetic.colour_attributes(dataset)
-    attribute_of_part = {p: a for a, p in part_of_attribute.items()}
+    parts = list(data.manifest["parts"])
+    part_masks = data.split(split).part_masks
+    attribute_of_part = {p: a for a, p in synthetic.colour_attributes(dataset).items()}
     palette = list(synthetic.colour_palette())
     rng = np.random.default_rng(seed)
-    masks = test.masks(np.arange(len(split))).numpy()[:, 0] > 0.5
-
-    correct, total = 0, 0
-    per_part: dict[str, list[int]] = {}
-    records: list[tuple[int, int, bool]] = []
-    edits: list[tuple[int, list[str], dict[str, str]]] = []
-    for i in range(len(split)):
-        caption = split.captions[i][int(test.caption_choice[i])]
-        labels = np.asarray(split.part_masks[i])
+    checks: list[tuple[int, int, str]] = []
+    edits: list[Counterfactual] = []
+    for i, caption in enumerate(captions):
+        labels = np.asarray(part_masks[i])
         tokens = tokenize(caption)
         changes: dict[str, str] = {}
         for part, colour, position in caption_colours(dataset, caption):
-            pixels = _shown_in_hole(labels == parts.index(part) + 1, masks[i])
-            if not pixels.any():
+            if not _shown_in_hole(labels == parts.index(part) + 1, holes[i]).any():
                 continue
-            ok = _colour_of(fakes[i], pixels) == colour
-            records.append((i, parts.index(part), ok))
-            correct += ok
-            total += 1
-            per_part.setdefault(part, [0, 0])
-            per_part[part][0] += ok
-            per_part[part][1] += 1
+            checks.append((i, parts.index(part), colour))
             if part in attribute_of_part and attribute_of_part[part] not in changes:
                 new = palette[int(rng.integers(len(palette) - 1))]
                 new = palette[-1] if new == colour else new  # uniform over the other colours
                 tokens[position] = new
                 changes[attribute_of_part[part]] = new
         if changes:
-            edits.append((i, tokens, changes))
-
-    out: dict[str, Any] = {
-        "attribute_accuracy": correct / total if total else float("nan"),
-        "attribute_mentions": total,
-        "attribute_accuracy_by_part": {p: c / n for p, (c, n) in sorted(per_part.items())},
-        "attribute_chance": 1.0 / len(palette),
-    }
-    counterfactual, edit_records = _counterfactual(model, data, test, edits, masks, parts, batch_size)
-    out.update(counterfactual)
-    if checks is not None:
-        for name, rows in (("attribute", records), ("counterfactual", edit_records)):
-            table = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
-            checks[f"{name}_image"], checks[f"{name}_part"] = table[:, 0], table[:, 1]
-            checks[f"{name}_correct"] = table[:, 2].astype(bool)
-        checks["parts"] = np.asarray(parts)
-    return out
+            edits.append(Counterfactual(i, " ".join(tokens), changes))
+    return Checks(tuple(parts), tuple(checks), tuple(edits), 1.0 / len(palette))
 
 
-def _counterfactual(model, data, test, edits, masks, parts, batch_size) -> tuple[dict[str, Any], list]:
-    split = test.split
-    resolution = data.resolution
-    hits, count, psnrs = 0, 0, []
-    records: list[tuple[int, int, bool]] = []
-    for start in range(0, len(edits), batch_size):
-        chunk = edits[start:start + batch_size]
-        idx = np.array([e[0] for e in chunk])
-        batch = test.batch(idx)
-        tokens, lengths = encode_captions([[" ".join(e[1])] for e in chunk], model.vocab, data.max_words)
-        composite, _ = model.inpaint(batch["image"], batch["mask"], torch.from_numpy(tokens[:, 0]).long(),
-                                     torch.from_numpy(lengths[:, 0]).long())
-        outputs = ((composite.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        for row, (i, _, changes) in enumerate(chunk):
-            scene = synthetic.edit_scene(split.scenes[i], changes)
-            truth, labels = synthetic.render(scene, resolution)
-            hole = masks[i]
-            diff = outputs[row][hole].astype(np.float64) - truth[hole]
-            psnrs.append(10 * np.log10(255.0**2 / max(np.mean(diff**2), 1e-10)))
-            for attribute, colour in changes.items():
-                part = synthetic.colour_attributes(data.name)[attribute]
-                pixels = _shown_in_hole(labels == parts.index(part) + 1, hole)
-                if pixels.any():
-                    ok = _colour_of(outputs[row], pixels) == colour
-                    records.append((i, parts.index(part), ok))
-                    hits += ok
-                    count += 1
+def _records(rows: list[tuple[int, int, bool]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    table = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+    return table[:, 0], table[:, 1], table[:, 2].astype(bool)
+
+
+def attribute_accuracy(data: PreparedData, split: str, checks: Checks, holes: np.ndarray, fakes: np.ndarray,
+                       per_image: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Caption-attribute accuracy of ``fakes`` (uint8, one per image, for the planned captions).
+
+    ``per_image``, if given, receives every check as parallel arrays ``attribute_image``,
+    ``attribute_part``, ``attribute_correct`` (and ``parts``), for the tables' per-image statistics.
+    """
+    part_masks = data.split(split).part_masks
+    rows: list[tuple[int, int, bool]] = []
+    per_part: dict[str, list[int]] = {}
+    for i, part, colour in checks.attribute:
+        pixels = _shown_in_hole(np.asarray(part_masks[i]) == part + 1, holes[i])
+        ok = _colour_of(fakes[i], pixels) == colour
+        rows.append((i, part, ok))
+        counts = per_part.setdefault(checks.parts[part], [0, 0])
+        counts[0] += ok
+        counts[1] += 1
+    correct = sum(ok for _, _, ok in rows)
+    if per_image is not None:
+        per_image["attribute_image"], per_image["attribute_part"], per_image["attribute_correct"] = _records(rows)
+        per_image["parts"] = np.asarray(checks.parts)
     return {
-        "counterfactual_accuracy": hits / count if count else float("nan"),
-        "counterfactual_edits": count,
+        "attribute_accuracy": correct / len(rows) if rows else float("nan"),
+        "attribute_mentions": len(rows),
+        "attribute_accuracy_by_part": {p: c / n for p, (c, n) in sorted(per_part.items())},
+        "attribute_chance": checks.chance,
+    }
+
+
+def counterfactual_accuracy(data: PreparedData, split: str, checks: Checks, holes: np.ndarray, outputs: np.ndarray,
+                            per_image: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Counterfactual accuracy of ``outputs`` (uint8, one per ``checks.counterfactuals``, each the
+    inpainting of its item's masked image with the edited caption). The renderer redraws each scene
+    with the edit: the edited parts are read where that scene shows them in the hole, and the hole
+    PSNR against it is reported too. ``per_image`` receives ``counterfactual_image``, ``_part``,
+    ``_correct``."""
+    prepared = data.split(split)
+    part_of = synthetic.colour_attributes(data.name)
+    psnrs: list[float] = []
+    rows: list[tuple[int, int, bool]] = []
+    for output, edit in zip(outputs, checks.counterfactuals, strict=True):
+        truth, labels = synthetic.render(synthetic.edit_scene(prepared.scenes[edit.item], edit.changes),
+                                         data.resolution)
+        hole = holes[edit.item]
+        diff = output[hole].astype(np.float64) - truth[hole]
+        psnrs.append(10 * np.log10(255.0**2 / max(np.mean(diff**2), 1e-10)))
+        for attribute, colour in edit.changes.items():
+            part = checks.parts.index(part_of[attribute])
+            pixels = _shown_in_hole(labels == part + 1, hole)
+            if pixels.any():
+                rows.append((edit.item, part, _colour_of(output, pixels) == colour))
+    if per_image is not None:
+        per_image["counterfactual_image"], per_image["counterfactual_part"], per_image["counterfactual_correct"] = (
+            _records(rows))
+    hits = sum(ok for _, _, ok in rows)
+    return {
+        "counterfactual_accuracy": hits / len(rows) if rows else float("nan"),
+        "counterfactual_edits": len(rows),
         "counterfactual_psnr_hole": float(np.mean(psnrs)) if psnrs else float("nan"),
-    }, records
+    }

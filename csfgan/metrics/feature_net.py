@@ -15,14 +15,18 @@ is measured on images of train species held out from training (a seeded eighth p
 colour heads are also scored on the test split, whose colours are all seen in training.
 
 ``csfgan train-features`` writes one self-describing checkpoint (tensors and plain data only, read
-with ``torch.load(weights_only=True)``) and a metrics JSON beside it.
+with ``torch.load(weights_only=True)``, on the CPU whatever ``--device`` trained it) and a metrics JSON
+beside it. Its resumable state is kept beside the checkpoint (:mod:`csfgan.job_state`), saved by time
+and on SIGTERM, SIGUSR1 or Ctrl-C: a job killed at its time limit continues when submitted again, to
+the weights (on CPU bit for bit) an uninterrupted run ends with.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +36,18 @@ import torch.nn.functional as F
 from torch import nn
 
 import csfgan
+from csfgan.checkpoint import save_checkpoint
 from csfgan.config import ScaleConfig
 from csfgan.data.prepared import PreparedData, PreparedDataError
 from csfgan.errors import UserError
-from csfgan.io import atomic_path, write_json
+from csfgan.io import remove_stale_temporaries, write_json
+from csfgan.job_state import StateSaver, load_state, random_state, save_state, set_random_state, state_path, to_cpu
+from csfgan.lock import command_line, output_lock
+from csfgan.signals import deferred_stop
 
 KIND = "csfgan-feature-net"
+STATE_KIND = "csfgan-feature-net-state"
+COMMAND = "train-features"
 NAME = "species-classifier"  # the ``fid_features`` label of FIDs measured on this network
 HELD_OUT_FRACTION = 1 / 8
 # Measured on synth-birds at 64 px, 1 thread: see README ("Honest labels") for time and accuracy.
@@ -142,16 +152,17 @@ def _images(split_images: np.ndarray, idx: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def accuracies(net: SpeciesClassifier, images: np.ndarray, idx: np.ndarray, labels: dict[str, np.ndarray],
                batch_size: int = 256) -> dict[str, float]:
-    """Top-1 accuracy of each head in ``labels`` on rows ``idx``."""
+    """Top-1 accuracy of each head in ``labels`` on rows ``idx``, on the device ``net`` is on."""
+    dev = next(net.parameters()).device
     was = net.training
     net.eval()
     correct = {name: 0 for name in labels}
     try:
         for start in range(0, len(idx), batch_size):
             rows = idx[start:start + batch_size]
-            logits = net(_images(images, rows))
+            logits = net(_images(images, rows).to(dev))
             for name in labels:
-                correct[name] += int((logits[name].argmax(1).numpy() == labels[name][rows]).sum())
+                correct[name] += int((logits[name].argmax(1).cpu().numpy() == labels[name][rows]).sum())
     finally:
         net.train(was)
     return {name: correct[name] / max(1, len(idx)) for name in labels}
@@ -172,29 +183,58 @@ def _check_data(data: PreparedData, scale: ScaleConfig) -> None:
 
 
 def train_feature_net(data_root: Path, scale: ScaleConfig, out: Path, *, seed: int = 0, epochs: int | None = None,
-                      progress: bool = True) -> dict[str, Any]:
+                      progress: bool = True, device: str = "cpu", save_every_minutes: float = 10.0) -> dict[str, Any]:
     """Train the classifier on ``data_root``'s train split; write ``out`` and ``<out stem>.metrics.json``.
 
-    Returns the metrics: held-out accuracy per head, chance per head, test-split colour accuracy
-    (synthetic sets), the training schedule and wall time.
+    ``device`` is what ``--device`` takes (auto, cpu, cuda, cuda:N). The resumable state
+    ``.<out name>.state.pt`` is saved every ``save_every_minutes`` (0: never by time) and at SIGTERM,
+    SIGUSR1 or Ctrl-C (then the command stops with 128 + the signal's number); a call with the same
+    data, settings, seed and device type continues from it, and writing ``out`` removes it. Holds the
+    lock of ``out`` throughout. Returns the metrics: held-out accuracy per head, chance per head,
+    test-split colour accuracy (synthetic sets), the training schedule and wall time.
     """
-    from tqdm import tqdm
+    from csfgan.runtime import resolve_device
 
     epochs = EPOCHS if epochs is None else epochs
     if epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}")
+    if save_every_minutes < 0:
+        raise UserError(f"--save-every-minutes {save_every_minutes:g}: must be 0 (never by time) or positive")
     data = PreparedData(Path(data_root))
     _check_data(data, scale)
     out = Path(out)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder: give the checkpoint file to write, e.g. {out / 'feature_net.pt'}")
+    dev = resolve_device(device)
+    with output_lock(out, command_line()):
+        remove_stale_temporaries(out.parent, (out.name, metrics_path(out).name, state_path(out).name))
+        return _train_locked(data, scale, out, seed, epochs, progress, dev, save_every_minutes)
+
+
+@dataclass
+class _Position:
+    """Where training stands at a step boundary: what its state saves besides network, optimiser, schedule
+    and random streams. Batches are consecutive slices of a seeded order of the fit images, drawn anew
+    when the next slice would not fit (a pass, "epoch" in messages)."""
+
+    step: int = 0  # steps finished
+    cycle: int = 0  # passes begun
+    order: torch.Tensor | None = None  # the pass under way's order (None before the first)
+    pos: int = 0  # images of it used
+    seconds: float = 0.0  # training time of the calls before this one
+
+
+def _train_locked(data: PreparedData, scale: ScaleConfig, out: Path, seed: int, epochs: int, progress: bool,
+                  dev: torch.device, save_every_minutes: float) -> dict[str, Any]:
+    from tqdm import tqdm
+
     train = data.split("train")
     labels, values = _labels(data, "train")
     fit, held = held_out_split(train.class_ids, seed)
     heads = {"species": int(labels["species"].max()) + 1, **{a: len(v) for a, v in values.items()}}
 
     torch.manual_seed(seed)
-    net = SpeciesClassifier(data.resolution, heads)
+    net = SpeciesClassifier(data.resolution, heads).to(dev)
     batch_size = min(BATCH_SIZE, len(fit))
     steps = max(MIN_STEPS, epochs * (len(fit) // batch_size))
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
@@ -202,26 +242,61 @@ def train_feature_net(data_root: Path, scale: ScaleConfig, out: Path, *, seed: i
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
     rng = np.random.default_rng(seed)
     flips = torch.Generator().manual_seed(seed)
+    # Everything that decides the weights: a saved state of another job is not resumed.
+    identity = {"data_manifest_sha256": data.manifest_sha256, "network": NAME, "config": net.config(),
+                "settings": {"steps": steps, "batch_size": batch_size, "lr": LR,
+                             "held_out_fraction": HELD_OUT_FRACTION},
+                "seed": seed, "resolution": data.resolution, "device_type": dev.type}
+    where = state_path(out)
+    at, resumed_from = _Position(), []
+    state = load_state(where, STATE_KIND, identity,
+                       ("net", "optimizer", "schedule", "order_rng", "flip_rng", "random", "position"), COMMAND)
+    if state is not None:
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        rng.bit_generator.state = state["order_rng"]
+        flips.set_state(state["flip_rng"])
+        set_random_state(state["random"], dev)
+        at = _Position(**state["position"])
+        resumed_from = [*state.get("resumed_from", []), _describe(at, batch_size)]
+        print(f"csfgan {COMMAND}: resuming from {resumed_from[-1]} (step {at.step} of {steps}) saved in {where}",
+              file=sys.stderr, flush=True)
+    saver = StateSaver(COMMAND, where, save_every_minutes)
     started = time.perf_counter()
+
+    def save() -> float:
+        position = {"step": at.step, "cycle": at.cycle, "order": at.order, "pos": at.pos,
+                    "seconds": at.seconds + time.perf_counter() - started}
+        return save_state(where, STATE_KIND, identity, {
+            "net": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "order_rng": rng.bit_generator.state, "flip_rng": flips.get_state(), "random": random_state(dev),
+            "position": position, "resumed_from": resumed_from})
+
     net.train()
-    order, pos = rng.permutation(fit), 0
-    for _ in tqdm(range(steps), desc=f"feature net {data.name}", unit="step", disable=not progress,
-                  dynamic_ncols=True):
-        if pos + batch_size > len(order):
-            order, pos = rng.permutation(fit), 0
-        rows = np.sort(order[pos:pos + batch_size])
-        pos += batch_size
-        images = _images(train.images, rows)
-        # Mirror half the batch: birds and flowers face either way; colours, what FID must see, stay.
-        flip = torch.rand(len(rows), generator=flips) < 0.5
-        images[flip] = images[flip].flip(-1)
-        logits = net(images)
-        loss = sum(F.cross_entropy(logits[name], torch.from_numpy(labels[name][rows])) for name in heads)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    train_seconds = time.perf_counter() - started
+    bar = tqdm(total=steps, initial=at.step, desc=f"feature net {data.name}", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    with bar, deferred_stop() as stop:
+        while at.step < steps:
+            if at.order is None or at.pos + batch_size > len(at.order):
+                at.order, at.pos, at.cycle = torch.from_numpy(rng.permutation(fit)), 0, at.cycle + 1
+            rows = np.sort(at.order[at.pos:at.pos + batch_size].numpy())
+            at.pos += batch_size
+            images = _images(train.images, rows)
+            # Mirror half the batch: birds and flowers face either way; colours, what FID must see, stay.
+            # On the CPU, where the flip draws are made; then one synchronous copy (nothing is pinned).
+            flip = torch.rand(len(rows), generator=flips) < 0.5
+            images[flip] = images[flip].flip(-1)
+            logits = net(images.to(dev))
+            loss = sum(F.cross_entropy(logits[name], torch.from_numpy(labels[name][rows]).to(dev)) for name in heads)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            at.step += 1
+            bar.update()
+            saver.step_done(stop, save, lambda: _describe(at, batch_size))
+    train_seconds = at.seconds + time.perf_counter() - started
     net.eval().requires_grad_(False)
 
     held_acc = accuracies(net, train.images, held, labels)
@@ -241,7 +316,9 @@ def train_feature_net(data_root: Path, scale: ScaleConfig, out: Path, *, seed: i
         "batch_size": batch_size,
         "lr": LR,
         "threads": torch.get_num_threads(),
+        "device": str(dev),
         "train_seconds": round(train_seconds, 2),
+        "resumed_from": resumed_from,
     }
     if values:
         test = data.split("test")
@@ -250,26 +327,26 @@ def train_feature_net(data_root: Path, scale: ScaleConfig, out: Path, *, seed: i
     checkpoint = {
         "kind": KIND,
         "network": NAME,
-        "state_dict": net.state_dict(),
+        "state_dict": to_cpu(net.state_dict()),
         "config": net.config(),
         "head_values": values,
         "dataset": data.name,
         "resolution": data.resolution,
-        "data_manifest_sha": hashlib.sha256((data.root / "manifest.json").read_bytes()).hexdigest(),
+        "data_manifest_sha": data.manifest_sha256,
         "scale": scale.name,
         "seed": seed,
         "metrics": metrics,
         "versions": {"torch": str(torch.__version__), "csfgan": csfgan.__version__},
     }
-    tmp, commit = atomic_path(out)
-    try:
-        torch.save(checkpoint, tmp)
-        commit()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    save_checkpoint(checkpoint, out)
     write_json(metrics_path(out), metrics)
+    where.unlink(missing_ok=True)  # the result is written: the intermediate state has done its job
     return metrics
+
+
+def _describe(at: _Position, batch_size: int) -> str:
+    """"epoch E step S": S steps of pass E done."""
+    return f"epoch {at.cycle} step {at.pos // batch_size}"
 
 
 def metrics_path(checkpoint: Path) -> Path:

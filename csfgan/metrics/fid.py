@@ -428,15 +428,8 @@ def fid_kid(
     with resolved.feature_extractor() as feat_extractor:
         real_features = resolved.reference(real, feat_extractor)
         fake_features = resolved.features(fake, feat_extractor)
-    # torch-fidelity's own metric code, in the order its calculate_metrics calls it (input1 = fake).
-    fid = tfm.fid_statistics_to_metric(tfm.fid_features_to_statistics(fake_features),
-                                       tfm.fid_features_to_statistics(real_features), verbose)
-    kid = tfk.kid_features_to_metric(fake_features, real_features, kid_subsets=KID_SUBSETS,
-                                     kid_subset_size=subset, verbose=verbose)
     result = {
-        "fid": float(fid[KEY_METRIC_FID]),
-        "kid_mean": float(kid[KEY_METRIC_KID_MEAN]),
-        "kid_std": float(kid[KEY_METRIC_KID_STD]),
+        **fid_kid_of_features(fake_features, real_features, subset, verbose),
         "features": extractor,
         "feature_weights_sha256": resolved.weights_hash,
         "num_images": len(real),
@@ -446,3 +439,18 @@ def fid_kid(
     if return_features:
         return result, np.asarray(fake_features, np.float32), np.asarray(real_features, np.float32)
     return result
+
+
+def fid_kid_of_features(fake_features: torch.Tensor | np.ndarray, real_features: torch.Tensor | np.ndarray,
+                        kid_subset_size: int, verbose: bool = False) -> dict[str, float]:
+    """FID, KID mean and KID std of two sets of feature rows, by torch-fidelity's own metric code in the
+    order its calculate_metrics calls it (input1 = fake): what :func:`fid_kid` computes from the features
+    it extracts, and what a subset of its rows (``csfgan.protocol.bins``) is measured with."""
+    fake = torch.as_tensor(np.asarray(fake_features, np.float32))
+    real = torch.as_tensor(np.asarray(real_features, np.float32))
+    fid = tfm.fid_statistics_to_metric(tfm.fid_features_to_statistics(fake), tfm.fid_features_to_statistics(real),
+                                       verbose)
+    kid = tfk.kid_features_to_metric(fake, real, kid_subsets=KID_SUBSETS,
+                                     kid_subset_size=min(kid_subset_size, len(real)), verbose=verbose)
+    return {"fid": float(fid[KEY_METRIC_FID]), "kid_mean": float(kid[KEY_METRIC_KID_MEAN]),
+            "kid_std": float(kid[KEY_METRIC_KID_STD])}

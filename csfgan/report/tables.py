@@ -40,6 +40,7 @@ from csfgan.config import apply_variant, load_scale, load_variant, parse_overrid
 from csfgan.errors import UserError
 from csfgan.io import write_text
 from csfgan.plan import Plan, RunId, plan, split_run_name, variant_path
+from csfgan.report import external as external_rows
 from csfgan.report.render import (
     BEST_NOTE,
     DAGGER,
@@ -160,7 +161,9 @@ def perceptual_label(source: str | None) -> str:
         return "none (λ_per = 0)"
     if source.startswith("vgg16-imagenet"):
         return "VGG16 with ImageNet weights"
-    if source.startswith("vgg16:"):
+    if source.startswith("vgg16:sha256:"):
+        return f"VGG16 with user weights (sha256 {source.rsplit(':', 1)[1][:12]})"
+    if source.startswith("vgg16:"):  # runs recorded before sources were content hashes
         return f"VGG16 with user weights {Path(source.split(':', 1)[1]).name}"
     if source == "damsm-image-encoder":
         return "the DAMSM image encoder (no VGG16 ImageNet weights on this machine)"
@@ -211,12 +214,22 @@ def train_seconds(run: RunId, metrics: dict[str, Any], root: Path) -> float | No
 class Runs:
     """The metrics of every planned run, read once (a missing file stops with its path)."""
 
-    def __init__(self, p: Plan, root: Path, device: str = "cpu", tables: list[str] | None = None):
+    def __init__(self, p: Plan, root: Path, device: str = "cpu", tables: list[str] | None = None,
+                 external: dict[str, list[str]] | None = None):
         self.plan = p
         self.root = Path(root)
         self.device = device
         wanted = {r for t in (tables or [None]) for r in p.runs(t)}
         self.metrics = {r: read_metrics(r, self.root) for r in p.runs() if r in wanted}
+        # External rows (csfgan.report.external): name -> datasets; one scored folder stands for every seed.
+        self.external = {name: list(datasets) for name, datasets in (external or {}).items()}
+        self._paths: dict[RunId, Path] = {}
+        for name, datasets in self.external.items():
+            for d in datasets:
+                scores = external_rows.read_external(self.root, d, name)
+                for s in p.seeds:
+                    run = RunId(d, external_rows.PREFIX + name, s)
+                    self.metrics[run], self._paths[run] = scores, self.root / external_rows.external_dir(d, name)
         self._per_image: dict[RunId, dict[str, np.ndarray]] = {}
         self._noise: dict[tuple[str, tuple[str, ...], str], Noise | None] = {}
 
@@ -231,7 +244,8 @@ class Runs:
         for seed, m in zip(self.plan.seeds, self.seeds(dataset, name), strict=True):
             run = RunId(dataset, name, seed)
             if run not in self._per_image:
-                arrays = per_image.load(self.root / run.path)
+                where = self._paths.get(run, self.root / run.path)
+                arrays = per_image.load(where)
                 for key in per_image.MEAN_METRICS + tuple(per_image.RATIO_METRICS):
                     values = per_image.per_image_values(arrays, key)
                     if values is None or m.get(key) is None or not math.isfinite(float(m[key])):
@@ -239,7 +253,7 @@ class Runs:
                     v, c = values
                     whole = v.mean() if c is None else v.sum() / c.sum()
                     if not math.isclose(whole, m[key], rel_tol=1e-9, abs_tol=1e-12):
-                        raise ReportError(f"{self.root / run.path}/eval/{per_image.FILE}: {key} {whole} disagrees "
+                        raise ReportError(f"{where}/eval/{per_image.FILE}: {key} {whole} disagrees "
                                           f"with metrics.json ({m[key]}); evaluate the run again")
                 self._per_image[run] = arrays
             out.append(self._per_image[run])
@@ -297,6 +311,17 @@ def _row_stats(runs: Runs, dataset: str, name: str, columns: list[Column]) -> tu
     return row, meta
 
 
+def numerics_label(numerics: Any) -> str:
+    """How a run's training did its arithmetic, from the ``numerics`` train records (train.apply_numerics)."""
+    if not isinstance(numerics, dict):
+        return "not recorded"
+    if numerics.get("device") == "cpu":
+        return "CPU"
+    return (f"{numerics.get('device')}: "
+            + ("TF32 matmuls and convolutions" if numerics.get("tf32") else "fp32 matmuls and convolutions (no TF32)")
+            + (", deterministic kernels" if numerics.get("deterministic") else ", non-deterministic kernels"))
+
+
 def _provenance_notes(runs: Runs, keys: list[tuple[str, str]], fid: bool = True) -> list[str]:
     """The scale, FID features and perceptual network of these runs, saying where runs disagree."""
     p = runs.plan
@@ -311,10 +336,11 @@ def _provenance_notes(runs: Runs, keys: list[tuple[str, str]], fid: bool = True)
            else "n=1 seed per row, so means only, no confidence interval."),
     ]
     by: dict[str, dict[str, list[str]]] = {"fid_features": {}, "perceptual_source": {}, "scale": {},
-                                           "inference_precision": {}}
+                                           "inference_precision": {}, "training_numerics": {}}
     for d, name in keys:
         for s, m in zip(p.seeds, runs.seeds(d, name), strict=True):
             m = {"inference_precision": "fp32", **m}  # metrics from before eval.amp existed: fp32
+            m["training_numerics"] = numerics_label(m.get("training_numerics"))
             for key in by:
                 by[key].setdefault(str(m.get(key)), []).append(f"{d}/{name}/seed{s}")
     if fid:
@@ -346,6 +372,13 @@ def _provenance_notes(runs: Runs, keys: list[tuple[str, str]], fid: bool = True)
     else:
         notes.append("Runs DISAGREE on the generator's precision in evaluation: " + "; ".join(
             f"{prec} for {', '.join(r)}" for prec, r in sorted(precisions.items())) + ".")
+    numerics = by["training_numerics"]
+    if set(numerics) - {"CPU", "not recorded"}:  # a GPU run: say whether "fp32" was TF32, and the kernels
+        if len(numerics) == 1:
+            notes.append(f"Trained on {next(iter(numerics))} (train.tf32, train.deterministic).")
+        else:
+            notes.append("Runs DISAGREE on training numerics: " + "; ".join(
+                f"{label} for {', '.join(r)}" for label, r in sorted(numerics.items())) + ".")
     scales = by["scale"]
     if len(scales) > 1 or next(iter(scales), cfg.name) != cfg.name:
         notes.append("Runs were measured at scale(s) " + "; ".join(
@@ -447,17 +480,67 @@ def table1(runs: Runs, title: str) -> Table:
                 arms = [n for d2, _, n in pairs if d2 == d]
                 row["_diff"], row["_noise"] = _differences(runs, d, reference, name, metric_cols, arms)
             t.add(row, {"paper_column": col, "run": name, **meta}, block)
+        for d in sorted({d for d, _, _ in pairs if PAPER_COLUMN.get(d, d) == col}):
+            _external_rows(runs, t, d, pairs, metric_cols, block, col)
     t.notes = _provenance_notes(runs, [(d, n) for d, _, n in pairs]) + [
         "Rows marked 'reported' are copied from the paper's Table 1 (256 px, 128 px centre hole, Inception FID); "
         "they are comparable only with measured rows on the same real dataset (cub, oxford102). synth-birds and "
         "synth-flowers are the harness's embedded stand-ins for CUB-200-2011 and Oxford-102: their rows sit under "
         "the paper's dataset for orientation, not for comparison.",
     ]
+    if any(r.get("source") == "external" for r in t.rows):
+        t.notes.append(_EXTERNAL_NOTE.format(reference=_csf_gan(pairs)[1]))
     if "Oxford-102" in columns:
         t.notes.append("MISL's Oxford-102 PSNR of 0.764 is copied as printed in the paper (probably a typo there).")
     _finish(runs, t)
     t.notes += _difference_notes(t)
     return t
+
+
+_EXTERNAL_NOTE = (
+    "Rows marked external are folders of outputs scored by `csfgan score` under the protocol csfgan-center "
+    "(exported by `csfgan protocol export`: the same test images, centre holes and captions, the same metric "
+    "networks and reference statistics as ours); the classical peers (biharmonic, Telea) are training-free, ignore "
+    "the caption, and go through the same export -> run -> score path as a user's method. Each is one set of "
+    "outputs: its ± is 1.96 × a bootstrap SE over the test images (1000 resamples), and its paired difference "
+    "(lower panel) is to {reference}, image by image, covering that row's seeds and the test images."
+)
+
+
+def _csf_gan(pairs: list[tuple[str, str, str]]) -> tuple[str, str]:
+    """The run Table 1's external rows are compared with, and its row label: ``full`` when planned, else the
+    table's last row."""
+    names = {name: label for _, label, name in pairs}
+    name = "full" if "full" in names else pairs[-1][2]
+    return name, ours_label(names[name])
+
+
+def _external_stat(metrics: dict[str, Any], key: str) -> Stat | None:
+    value = metrics.get(key)
+    if value is None or not math.isfinite(float(value)):
+        return None
+    ci = (metrics.get("ci95") or {}).get(key)
+    return Stat(float(value), None if ci is None else 1.959964 * float(ci["se"]), 1)
+
+
+def _external_rows(runs: Runs, t: Table, dataset: str, pairs: list[tuple[str, str, str]], metric_cols: list[Column],
+                   block: str, col: str) -> None:
+    """Table 1's external rows of ``dataset`` (csfgan.report.external), with their paired difference to CSF-GAN."""
+    reference, reference_label = _csf_gan(pairs)
+    arms = [n for d, _, n in pairs if d == dataset]
+    for name, datasets in runs.external.items():
+        if dataset not in datasets:
+            continue
+        key = external_rows.PREFIX + name
+        m = runs.seeds(dataset, key)[0]
+        row: dict[str, Any] = {c.key: _external_stat(m, c.key) for c in metric_cols}
+        row.update(method=external_rows.label(name, m), source="external", dataset=dataset_label(dataset),
+                   fid_basis=features_label(str(m.get("fid_features"))).replace(" features", ""), seeds=None,
+                   run=key, _run=key, _dataset=dataset, _reference=reference_label)
+        row["_diff"], row["_noise"] = _differences(runs, dataset, reference, key, metric_cols, arms)
+        t.add(row, {"paper_column": col, "run": key, "fid_features": str(m.get("fid_features")),
+                    "protocol": f"{m.get('protocol')} v{m.get('protocol_version')}",
+                    "predictions_sha256": str(m.get("predictions_sha256"))}, block)
 
 
 def table2(runs: Runs, title: str) -> Table:
@@ -606,7 +689,9 @@ def build_tables(config: dict[str, Any], root: Path | str = ".", tables: list[st
     if unknown:
         raise ReportError(f"unknown table(s) {unknown}; known: {', '.join(BUILDERS)}")
     p = plan(config, root)
-    runs = Runs(p, Path(root), str(config.get("device", "cpu")), tables)
+    outside = {name: list(folders) for name, folders in external_rows.external_methods(config).items()}
+    runs = Runs(p, Path(root), str(config.get("device", "cpu")), tables,
+                external=outside if not tables or "table1" in tables else None)
     return {name: build(runs, p.tables[name].get("title", name)) for name, build in BUILDERS.items()
             if not tables or name in tables}
 

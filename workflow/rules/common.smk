@@ -26,6 +26,21 @@ MIRRORS = config.get("real_data", {}).get("urls", {})
 MD5S = config.get("real_data", {}).get("md5", {})
 DEVICE = config["device"]
 GPUS = config["gpus_per_job"]
+# Pretraining, the feature network and evaluation are single-process: they get one GPU at most.
+ONE_GPU = min(GPUS, 1)
+TRAIN_LAUNCHER = (CSFGAN if GPUS <= 1 else
+                  CSFGAN.replace("python -m csfgan",
+                                 f"python -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m csfgan"))
+RUNTIME = config["runtime_minutes"]
+MAX_RUNTIME = config["max_runtime_minutes"]
+
+
+def job_minutes(kind):
+    """The wall-time limit (minutes) of a job's attempt: the configured limit times the attempt, at most
+    ``max_runtime_minutes`` (a partition's MaxTime). The long jobs save their state before the limit's
+    SIGTERM and every few minutes, so a retried attempt continues where the last one stopped."""
+    return lambda wildcards, attempt: min(RUNTIME[kind] * attempt, MAX_RUNTIME)
+
 SCHEMAS = os.path.join(workflow.basedir, "workflow", "schemas")
 resolved.read_checked(config["tables"], os.path.join(SCHEMAS, "tables.schema.yaml"))
 PLAN = plan(config)
@@ -114,3 +129,57 @@ def all_targets():
         expand("results/figures/training_curves.{ext}", ext=["png", "pdf"]),
         expand("results/figures/data_{dataset}.png", dataset=DATASETS),
     ]
+
+
+# External methods (workflow/rules/protocol.smk): the classical peers and the config's external_methods.
+from csfgan.report.external import external_methods
+
+
+EXTERNAL = external_methods(config)  # name -> {dataset: user's folder, or None for a peer}
+PEERS = list(config["peers"])
+MASKS = ["center", "irregular"]
+if "telea" in PEERS:
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        raise ConfigError('peers: telea needs OpenCV: pip install -e ".[peers]" (opencv-python-headless), or set '
+                          "`peers: [biharmonic]` in the config") from None
+for _name, _folders in EXTERNAL.items():
+    for _dataset, _folder in _folders.items():
+        if _folder is not None and not os.path.isdir(_folder):
+            raise ConfigError(f"external_methods.{_name}.{_dataset}: {_folder} is not a folder; export the protocol "
+                              f"(snakemake results/protocol/{_dataset}/center), run your method on it and write its "
+                              f"outputs there")
+
+
+# Our model beside the peers on the irregular protocol: Figure 9's run (full, the first seed) through
+# `csfgan predict`, scored like any method.
+OURS_IRREGULAR = [f"csfgan-full-seed{PLAN.seeds[0]}"] if any(r.name == "full" for r in RUNS) else []
+SCORED = list(EXTERNAL) + OURS_IRREGULAR
+
+
+def predictions_folder(wildcards):
+    """A peer's or our run's outputs (made by the rules peer and predict_run), or a user's folder."""
+    if wildcards.method in PEERS or wildcards.method in OURS_IRREGULAR:
+        return f"results/predictions/{wildcards.dataset}/{wildcards.method}/{wildcards.mask}"
+    return EXTERNAL[wildcards.method][wildcards.dataset]
+
+
+def centre_scores():
+    """Table 1's external rows: the centre-protocol scores of every peer and external method."""
+    return [f"results/external/{d}/{name}/center/metrics.json" for name, folders in EXTERNAL.items() for d in folders]
+
+
+def table_external(wildcards):
+    return centre_scores() if wildcards.table == "table1" else []
+
+
+def irregular_scores():
+    """The irregular protocol's table: the peers and our run, on every dataset."""
+    return expand("results/external/{dataset}/{method}/irregular/metrics.json", dataset=DATASETS,
+                  method=PEERS + OURS_IRREGULAR)
+
+
+def external_targets():
+    """Every external score: the centre protocol for Table 1, the irregular protocol's table."""
+    return centre_scores() + (expand("results/tables/irregular.{ext}", ext=["md", "csv"]) if irregular_scores() else [])

@@ -14,8 +14,8 @@ rule evaluate:
     threads: THREADS["evaluate"]
     resources:
         mem_mb=6000,
-        runtime=240,
-        gpu=GPUS,
+        runtime=job_minutes("evaluate"),
+        gpu=ONE_GPU,
     conda:
         ENV
     params:

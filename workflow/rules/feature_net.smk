@@ -14,17 +14,18 @@ rule train_features:
     threads: THREADS["train"]
     resources:
         mem_mb=4000,
-        runtime=120,
-        gpu=GPUS,
+        runtime=job_minutes("features"),
+        gpu=ONE_GPU,
     conda:
         ENV
     params:
         csfgan=CSFGAN,
         scale=SCALE,
+        device=DEVICE,
         data=lambda wc: f"data/prepared/{wc.dataset}",
     shell:
         "{params.csfgan} train-features --data {params.data} --scale {params.scale} --out {output.checkpoint} "
-        "--seed 0 --threads {threads} > {log} 2>&1"
+        "--seed 0 --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule pretrain_text_eval:
@@ -40,14 +41,15 @@ rule pretrain_text_eval:
     threads: THREADS["pretrain"]
     resources:
         mem_mb=6000,
-        runtime=240,
-        gpu=GPUS,
+        runtime=job_minutes("pretrain"),
+        gpu=ONE_GPU,
     conda:
         ENV
     params:
         csfgan=CSFGAN,
         scale=SCALE,
+        device=DEVICE,
         data=lambda wc: f"data/prepared/{wc.dataset}",
     shell:
         "{params.csfgan} pretrain-text --data {params.data} --scale {params.scale} --seed 1 "
-        "--out {output.checkpoint} --threads {threads} > {log} 2>&1"
+        "--out {output.checkpoint} --device {params.device} --threads {threads} > {log} 2>&1"

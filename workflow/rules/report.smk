@@ -36,6 +36,8 @@ rule table:
         config=RESOLVED_CONFIG,
         tables=config["tables"],
         metrics=table_metrics,
+        # Table 1's external rows (workflow/rules/protocol.smk).
+        external=table_external,
     output:
         report(
             expand("results/tables/{{table}}.{ext}", ext=TABLE_FORMATS),

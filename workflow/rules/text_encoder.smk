@@ -15,14 +15,15 @@ rule pretrain_text:
     threads: THREADS["pretrain"]
     resources:
         mem_mb=6000,
-        runtime=240,
-        gpu=GPUS,
+        runtime=job_minutes("pretrain"),
+        gpu=ONE_GPU,
     conda:
         ENV
     params:
         csfgan=CSFGAN,
         scale=SCALE,
+        device=DEVICE,
         data=lambda wc: f"data/prepared/{wc.dataset}",
     shell:
         "{params.csfgan} pretrain-text --data {params.data} --scale {params.scale} --out {output.checkpoint} "
-        "--threads {threads} > {log} 2>&1"
+        "--device {params.device} --threads {threads} > {log} 2>&1"

@@ -14,12 +14,13 @@ rule train:
     threads: THREADS["train"]
     resources:
         mem_mb=8000,
-        runtime=2880,
+        runtime=job_minutes("train"),
         gpu=GPUS,
     conda:
         ENV
     params:
-        csfgan=CSFGAN,
+        # More than one GPU per job: one process per GPU under torchrun (a single process would use one).
+        launcher=TRAIN_LAUNCHER,
         scale=SCALE,
         variant=lambda wc: str(variant_path(PLAN.variants_dir, split_run_name(wc.run)[0])),
         device=DEVICE,
@@ -27,6 +28,6 @@ rule train:
         out=lambda wc: f"results/runs/{wc.dataset}/{wc.run}/seed{wc.seed}",
         overrides=run_overrides,
     shell:
-        "{params.csfgan} train --data {params.data} --text-encoder {input.text_encoder} --variant {params.variant} "
+        "{params.launcher} train --data {params.data} --text-encoder {input.text_encoder} --variant {params.variant} "
         "--scale {params.scale} --seed {wildcards.seed} --out {params.out} {params.overrides} --device {params.device} "
         "--threads {threads} --on-mismatch restart > {log} 2>&1"

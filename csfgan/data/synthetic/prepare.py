@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 
 from csfgan.config import ScaleConfig
@@ -14,6 +13,7 @@ from csfgan.data.synthetic.render import render
 from csfgan.data.synthetic.scene import draw_scene, image_seed, scene_captions
 from csfgan.data.synthetic.spec import GENERATOR_VERSION
 from csfgan.data.synthetic.species import species
+from csfgan.signals import worker_pool
 
 
 def _make_record(task: tuple) -> tuple:
@@ -73,7 +73,7 @@ def prepare_synthetic(dataset: str, out: Path, scale: ScaleConfig, workers: int 
             for task in tasks:
                 put(_make_record(task))
         else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            with worker_pool("fork", workers) as pool:
                 for record in pool.imap_unordered(_make_record, tasks, chunksize=64):
                     put(record)
         writer.finish(
