@@ -161,7 +161,9 @@ def cluster(tmp_path_factory):
 @pytest.mark.slow
 def test_smoke_dag_through_the_slurm_profile(cluster, tmp_path):
     tables = {**LEAN_TABLES, "table4": {**LEAN_TABLES["table4"], "values": [0.5]}}
-    ws = workspace(tmp_path / "ws", tables=tables)
+    # The classical peers' export/peer/score jobs are left to the local smoke DAG (test_workflow): through
+    # sbatch each adds a job start, and this test is about the profile, not about more jobs.
+    ws = workspace(tmp_path / "ws", tables=tables, peers=[])
     args = ["--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--configfile", "config.yaml",
             "--jobs", "2", "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "4",
             "--latency-wait", "5"]
