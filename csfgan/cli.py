@@ -25,8 +25,9 @@ def minutes(text: str) -> float:
     return value
 
 
-def at_least(low: int):
-    """An argparse type: an integer >= ``low`` (argparse then prints one line naming the option)."""
+def at_least(low: int, high: int | None = None):
+    """An argparse type: an integer >= ``low`` (and <= ``high``); argparse then prints one line naming
+    the option."""
 
     def parse(text: str) -> int:
         try:
@@ -35,10 +36,18 @@ def at_least(low: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
         return value
 
     parse.__name__ = f"integer >= {low}"
     return parse
+
+
+# Seeds are derived (seed * 1000 + rank, seed + offsets) and handed to torch's 64-bit generators; 32 bits
+# keep every derived value in range (a larger one stopped train and inpaint with an OverflowError).
+MAX_SEED = 2**32 - 1
+SEED = at_least(0, MAX_SEED)
 REAL = ("cub", "oxford102")
 
 
@@ -221,9 +230,25 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
 
 def _workflow_config(path: str) -> dict:
-    from csfgan.config import read_yaml
+    """A workflow config checked against the schema Snakemake validates it with: a typo, a `control:`
+    for `controls:` or a scale file is refused, not half-read. Keys left out take the defaults the
+    report code itself has (the DAG passes its resolved config, with every key)."""
+    from csfgan.config import REPO_ROOT, ConfigError
+    from csfgan.resolved import read_checked
 
-    return read_yaml(Path(path))
+    schema_path = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+    try:
+        config = read_checked(Path(path), schema_path)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; --config takes a workflow config such as experiments/config.yaml or the "
+                          "run's results/config/workflow.yaml") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level (a workflow config)")
+    missing = [key for key in ("scale", "datasets") if key not in config]
+    if missing:
+        raise ConfigError(f"{path}: no {' or '.join(missing)}; a workflow config names the scale and the datasets "
+                          "(see experiments/config.yaml)")
+    return config
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
@@ -327,14 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="PNG to write")
     p.add_argument("--split", default="train", choices=("train", "val", "test"))
     p.add_argument("--count", type=at_least(1), default=24)
-    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("pretrain-text", help="DAMSM pretraining of the BiLSTM text encoder", formatter_class=fmt)
     p.add_argument("--data", required=True, help="prepared dataset directory")
     p.add_argument("--scale", required=True)
     p.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
-    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--threads", type=at_least(1), default=None)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--save-every-minutes", type=minutes, default=10.0, metavar="M",
@@ -348,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared dataset directory")
     p.add_argument("--scale", required=True)
     p.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
-    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--epochs", type=at_least(1), default=None, help="default: csfgan.metrics.feature_net.EPOCHS")
     p.add_argument("--threads", type=at_least(1), default=None)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -372,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-encoder", required=True, help="checkpoint from `csfgan pretrain-text`")
     p.add_argument("--variant", required=True, help="variant name or YAML path")
     p.add_argument("--scale", required=True)
-    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. loss.edge=0.1 (repeatable)")
@@ -418,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--variants", nargs="+", default=["full", "baseline"],
                    help="one variant, or two: the arm FIRST - SECOND is added (paired by seed and image)")
-    p.add_argument("--seeds", nargs="+", type=at_least(0), default=None,
+    p.add_argument("--seeds", nargs="+", type=SEED, default=None,
                    help="default: every seed<k> folder of the first variant (each must exist for every variant)")
     p.add_argument("--split", default="val", choices=("val", "test"),
                    help="val only: these are choices, made on val (test is refused)")
@@ -445,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="image of the same size, white = hole (default: the transparent pixels of an "
                    "image with an alpha channel, else the centre hole)")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_inpaint)
 
@@ -468,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="workflow config, e.g. experiments/config.yaml")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", default="results/figures")
-    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the test images picked and the generator noise")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the test images picked and the generator noise")
     p.add_argument("--threads", type=at_least(1), default=None)
     p.set_defaults(func=cmd_figures)
 

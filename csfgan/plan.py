@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from csfgan.config import (
+    REPO_ROOT,
     ConfigError,
     ScaleConfig,
     apply_variant,
     load_scale,
     load_variant,
     parse_overrides,
-    read_yaml,
 )
+from csfgan.resolved import read_checked
 
 TABLES = ("table1", "table2", "table3", "table4")
 SWEEP_SEP = "--"
@@ -102,7 +103,9 @@ def plan(config: dict[str, Any], root: Path | str = ".") -> Plan:
     scale = load_scale(config["scale"])
     variants_dir = root / config.get("variants_dir", "experiments/variants")
     tables_path = root / config.get("tables", "experiments/tables.yaml")
-    tables = read_yaml(tables_path)
+    # The schema the workflow checks it with (an unknown key or `control:` for `controls:` would
+    # otherwise make rows vanish from the CLI's tables).
+    tables = read_checked(tables_path, REPO_ROOT / "workflow" / "schemas" / "tables.schema.yaml")
     unknown = set(tables) - set(TABLES)
     if unknown:
         raise ConfigError(f"{tables_path}: unknown table(s) {sorted(unknown)}; known: {', '.join(TABLES)}")

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from csfgan.config import ConfigError, ScaleConfig, to_dict
+from csfgan.config import ConfigError, ScaleConfig, load_yaml_file, to_dict
 from csfgan.io import write_text
 
 CONFIG_DIR = Path("results/config")
@@ -77,19 +77,6 @@ def write_resolved(root: Path, config: dict[str, Any], scale: ScaleConfig, runs:
 # Schema-checked YAML
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key given twice in one mapping."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def read_checked(path: Path, schema_path: Path) -> dict[str, Any]:
     """``path`` parsed as YAML (no duplicated keys) and validated against the JSON schema at
     ``schema_path``; a ConfigError names the file, the key path and the rule broken."""
@@ -98,12 +85,7 @@ def read_checked(path: Path, schema_path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
+    data = load_yaml_file(path)
     schema = yaml.safe_load(Path(schema_path).read_text())
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
     if error is not None:

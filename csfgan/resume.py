@@ -99,7 +99,12 @@ def truncate_stats(path: Path, step: int) -> None:
 
     if not path.is_file():
         return
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:  # training writes ASCII JSON: a kill cannot leave this, another hand did
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise CheckpointError(f"{path}:{line}: not UTF-8 text, so not a log this training wrote; restore the file, "
+                              f"or pass --restart to discard the run and train it again") from None
     kept = []
     for line in lines:
         try:

@@ -42,6 +42,26 @@ def test_unknown_key_names_file_and_key(tmp_path):
         load_variant(bad)
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (b"name: full\ndescription: caf\xe9\n", r"v.yaml: not UTF-8 text \(byte 27: b'\\xe9'\); save it as UTF-8"),
+    (b"name: full\nloss:\n  edge: 0.5\n  edge: 0.1\n", r"v.yaml: line 4: key 'edge' is given twice"),
+])
+def test_a_variant_file_not_utf8_or_with_a_key_twice_is_refused_through_the_cli(tmp_path, content, message, capsys):
+    """The CLI read variant files with PyYAML's last-value-wins (the workflow refused them), and a
+    non-UTF-8 byte was a traceback."""
+    from csfgan.cli import main
+
+    bad = tmp_path / "v.yaml"
+    bad.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_variant(bad)
+    code = main(["train", "--data", str(tmp_path), "--text-encoder", "t.pt", "--variant", str(bad), "--scale", "smoke",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "v.yaml" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_negative_loss_weight_rejected(tmp_path):
     bad = tmp_path / "neg.yaml"
     bad.write_text("loss:\n  edge: -0.5\n")

@@ -335,6 +335,22 @@ def test_cli_tables(measured, monkeypatch, capsys):
     (root / "results/runs/synth-birds/full/seed2/metrics.json").unlink()
     assert main(["tables", "--config", "config.yaml", "--out", "again"]) == 2
     assert "results/runs/synth-birds/full/seed2/metrics.json" in capsys.readouterr().err
+    # A metrics.json holding a list, and a scale file given as --config: one line each, not a traceback.
+    (root / "results/runs/synth-birds/full/seed2/metrics.json").write_text("[1, 2]")
+    assert main(["tables", "--config", "config.yaml", "--out", "again"]) == 2
+    err = capsys.readouterr().err
+    assert "seed2/metrics.json: holds a JSON list" in err and len(err.strip().splitlines()) == 1, err
+    smoke_scale = Path(__file__).resolve().parent.parent / "experiments" / "scales" / "smoke.yaml"
+    assert main(["tables", "--config", str(smoke_scale), "--out", "again"]) == 2
+    err = capsys.readouterr().err
+    assert "--config takes a workflow config" in err and len(err.strip().splitlines()) == 1, err
+    # tables.yaml is checked against the workflow's schema by the CLI too: `control:` would drop rows.
+    tables = yaml.safe_load((root / config["tables"]).read_text())
+    tables["table3"]["control"] = ["baseline"]
+    (root / config["tables"]).write_text(yaml.safe_dump(tables))
+    assert main(["tables", "--config", "config.yaml", "--out", "again"]) == 2
+    err = capsys.readouterr().err
+    assert "table3" in err and "'control'" in err and "tables.schema.yaml" in err, err
 
 
 # --------------------------------------------------------------------------------------------

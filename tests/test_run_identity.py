@@ -170,3 +170,22 @@ def test_a_setting_added_to_csfgan_later_at_its_default_is_the_same_run():
     assert identity_differences(before, changed) == ["train.tf32: (not recorded) -> False"]
     # A key the old run records is compared as always, whatever the default.
     assert identity_differences(now, changed) == ["train.tf32: True -> False"]
+
+
+def test_a_training_log_with_a_byte_not_utf8_is_one_clear_error_on_resume_and_in_curves(tmp_path):
+    """Resume and `csfgan curves` read stats.jsonl as text; a foreign byte was a UnicodeDecodeError."""
+    from csfgan.plan import RunId
+    from csfgan.report.curves import read_stats
+    from csfgan.report.tables import ReportError
+    from csfgan.resume import truncate_stats
+
+    run = RunId("synth-birds", "full", 0)
+    log = tmp_path / run.path / "stats.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b'{"step": 1, "g": 1.0}\n{"step": 2, "g": 0.9\xff}\n{"step": 3, "g": 0.8}\n')
+    before = log.read_bytes()
+    with pytest.raises(CheckpointError, match=r"stats.jsonl:2: not UTF-8 text.*--restart"):
+        truncate_stats(log, 2)
+    with pytest.raises(ReportError, match=r"stats.jsonl:2: not UTF-8 text"):
+        read_stats(run, tmp_path)
+    assert log.read_bytes() == before  # nothing truncated or rewritten

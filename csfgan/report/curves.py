@@ -43,7 +43,13 @@ def read_stats(run: RunId, root: Path) -> pd.DataFrame:
         raise ReportError(f"{path}: missing training log of planned run {run.dataset}/{run.name}/seed{run.seed}; "
                           f"train it first (the Snakemake DAG does)")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ReportError(f"{path}:{line}: not UTF-8 text (a training log is ASCII JSON lines); restore it or "
+                          "train the run again") from None
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

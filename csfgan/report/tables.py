@@ -193,9 +193,13 @@ def read_metrics(run: RunId, root: Path) -> dict[str, Any]:
         raise ReportError(f"{path}: missing metrics for planned run {run.dataset}/{run.name}/seed{run.seed}; "
                           f"run `csfgan evaluate --run {Path(root) / run.path}` (or the Snakemake DAG) first")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        metrics = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReportError(f"{path}: not valid JSON ({exc}); evaluate the run again") from exc
+    if not isinstance(metrics, dict):
+        raise ReportError(f"{path}: holds a JSON {type(metrics).__name__}, not the object `csfgan evaluate` writes; "
+                          "evaluate the run again")
+    return metrics
 
 
 def train_seconds(run: RunId, metrics: dict[str, Any], root: Path) -> float | None:
